@@ -1,0 +1,163 @@
+//! The MobileViT block, exactly as timm's `MobileVitBlock`.
+
+use burn::module::Module;
+use burn::prelude::*;
+use burn::tensor::module::interpolate;
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+use serde::{Deserialize, Serialize};
+
+use crate::attention::{TransformerBlock, TransformerBlockConfig};
+use crate::conv::{Conv2d, Conv2dConfig, ConvNormAct, ConvNormActConfig};
+use crate::norm::{LayerNorm, LayerNormConfig};
+use crate::TypedLayer;
+
+/// Configuration of [`MobileVitBlock`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MobileVitBlockConfig {
+    /// Input channels.
+    pub in_channels: usize,
+    /// Output channels (MobileViT: equal to the input).
+    pub out_channels: usize,
+    /// Kernel of `conv_kxk` and `conv_fusion` (3).
+    pub kernel_size: usize,
+    /// Token width of the transformer.
+    pub transformer_dim: usize,
+    /// Number of transformer blocks.
+    pub transformer_depth: usize,
+    /// Square patch size (MobileViT: 2).
+    pub patch_size: usize,
+    /// Attention heads (timm: 4).
+    pub num_heads: usize,
+    /// MLP ratio (timm: 2).
+    pub mlp_ratio: f64,
+    /// Attention-weight dropout.
+    pub attn_drop: f64,
+    /// Dropout after attention and in the MLP.
+    pub drop: f64,
+    /// Stochastic depth inside the transformer.
+    pub drop_path: f64,
+}
+
+impl MobileVitBlockConfig {
+    /// timm's defaults for MobileViT v1: k3, 4 heads, mlp_ratio 2, patch 2, no dropout.
+    pub fn new(channels: usize, transformer_dim: usize, transformer_depth: usize) -> Self {
+        Self {
+            in_channels: channels,
+            out_channels: channels,
+            kernel_size: 3,
+            transformer_dim,
+            transformer_depth,
+            patch_size: 2,
+            num_heads: 4,
+            mlp_ratio: 2.0,
+            attn_drop: 0.0,
+            drop: 0.0,
+            drop_path: 0.0,
+        }
+    }
+
+    /// Builds the block.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> MobileVitBlock<B> {
+        let d = self.transformer_dim;
+        let mut block = TransformerBlockConfig::new(d, self.num_heads);
+        block.mlp_ratio = self.mlp_ratio;
+        block.attn.attn_drop = self.attn_drop;
+        block.drop = self.drop;
+        block.drop_path = self.drop_path;
+        MobileVitBlock {
+            conv_kxk: ConvNormActConfig::new(self.in_channels, self.in_channels, self.kernel_size).init(device),
+            conv_1x1: Conv2dConfig::new(self.in_channels, d, 1).init(device),
+            transformer: (0..self.transformer_depth).map(|_| block.init(device)).collect(),
+            norm: LayerNormConfig::new(d).init(device),
+            conv_proj: ConvNormActConfig::new(d, self.out_channels, 1).init(device),
+            conv_fusion: ConvNormActConfig::new(self.in_channels + self.out_channels, self.out_channels, self.kernel_size)
+                .init(device),
+            patch_size: self.patch_size,
+        }
+    }
+}
+
+/// Local conv (`conv_kxk`, `conv_1x1` without BN or bias), unfold into `p x p` patches, a
+/// transformer over the patches at each position within a patch, LayerNorm, fold, `conv_proj`,
+/// and `conv_fusion` over the concat `[block input, x]`.
+///
+/// Where H or W is not a multiple of the patch size, the map is resized bilinearly
+/// (`align_corners=False`) up to the next multiple before the unfold and back after the fold,
+/// as timm does.
+#[derive(Module, Debug)]
+pub struct MobileVitBlock<B: Backend> {
+    /// Full `k x k` conv + BN + SiLU.
+    pub conv_kxk: ConvNormAct<B>,
+    /// `1x1` conv to the transformer width (no BN, no bias).
+    pub conv_1x1: Conv2d<B>,
+    /// The transformer blocks.
+    pub transformer: Vec<TransformerBlock<B>>,
+    /// LayerNorm after the transformer.
+    pub norm: LayerNorm<B>,
+    /// `1x1` conv back to the block's channels.
+    pub conv_proj: ConvNormAct<B>,
+    /// `k x k` conv over `[input, x]`.
+    pub conv_fusion: ConvNormAct<B>,
+    patch_size: usize,
+}
+
+impl<B: Backend> TypedLayer for MobileVitBlock<B> {
+    fn in_channels(&self) -> usize {
+        self.conv_kxk.in_channels()
+    }
+    fn out_channels(&self) -> usize {
+        self.conv_fusion.out_channels()
+    }
+}
+
+/// The resize options of timm's MobileViT: bilinear, `align_corners=False` (burn's
+/// `InterpolateOptions::new` defaults to `true`).
+fn bilinear() -> InterpolateOptions {
+    InterpolateOptions::new(InterpolateMode::Bilinear).with_align_corners(false)
+}
+
+impl<B: Backend> MobileVitBlock<B> {
+    /// `[N, C, H, W]` → `[N, C, H, W]`.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        self.forward_with_tokens(x).0
+    }
+
+    /// The block's output and the transformer's output before the fold (after the final
+    /// LayerNorm), `[N·P, num_patches, transformer_dim]`, for feature taps.
+    pub fn forward_with_tokens(&self, x: Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 3>) {
+        let shortcut = x.clone();
+        let x = self.conv_1x1.forward(self.conv_kxk.forward(x));
+        let [b, c, h, w] = x.dims();
+        let (tokens, grid) = unfold(x, self.patch_size);
+        let tokens = self.norm.forward(self.transformer.iter().fold(tokens, |t, blk| blk.forward(t)));
+        let x = fold(tokens.clone(), b, c, grid, self.patch_size, [h, w]);
+        let x = self.conv_proj.forward(x);
+        (self.conv_fusion.forward(Tensor::cat(vec![shortcut, x], 1)), tokens)
+    }
+}
+
+/// Patch grid of an unfold: `(n_h, n_w)`.
+type Grid = (usize, usize);
+
+/// `[B, C, H, W]` → `[B·P, N, C]`, `P = p²` positions within a patch, `N = n_h·n_w` patches.
+/// Resizes to multiples of `p` first where needed.
+pub fn unfold<B: Backend>(x: Tensor<B, 4>, p: usize) -> (Tensor<B, 3>, Grid) {
+    let [b, c, h, w] = x.dims();
+    let (new_h, new_w) = (h.div_ceil(p) * p, w.div_ceil(p) * p);
+    let x = if (new_h, new_w) != (h, w) { interpolate(x, [new_h, new_w], bilinear()) } else { x };
+    let (nh, nw) = (new_h / p, new_w / p);
+    // [B, C, nh, ph, nw, pw] -> [B, ph, pw, nh, nw, C]
+    let t = x.reshape([b, c, nh, p, nw, p]).permute([0, 3, 5, 2, 4, 1]).reshape([b * p * p, nh * nw, c]);
+    (t, (nh, nw))
+}
+
+/// The inverse of [`unfold`]: `[B·P, N, C]` → `[B, C, H, W]`, resized back to `size`.
+pub fn fold<B: Backend>(t: Tensor<B, 3>, b: usize, c: usize, (nh, nw): Grid, p: usize, size: [usize; 2]) -> Tensor<B, 4> {
+    // [B, ph, pw, nh, nw, C] -> [B, C, nh, ph, nw, pw]
+    let x = t.reshape([b, p, p, nh, nw, c]).permute([0, 5, 3, 1, 4, 2]).reshape([b, c, nh * p, nw * p]);
+    if [nh * p, nw * p] != size {
+        interpolate(x, size, bilinear())
+    } else {
+        x
+    }
+}

@@ -1,0 +1,278 @@
+//! MobileViT (timm `mobilevit_xxs/xs/s`) and ExMobileViT: one config type, one builder.
+
+use burn::module::Module;
+use burn::prelude::*;
+use exvit_layers::head::global_avg_pool;
+use exvit_layers::{
+    BottleneckBlock, BottleneckBlockConfig, ClassifierHead, ClassifierHeadConfig, ConvNormAct, ConvNormActConfig,
+    ExShortcut, ExShortcutConfig, MobileVitBlock, MobileVitBlockConfig, ShapeError, TypedLayer,
+};
+use serde::{Deserialize, Serialize};
+
+/// The transformer part of a MobileViT stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransformerConfig {
+    /// Token width.
+    pub dim: usize,
+    /// Number of transformer blocks.
+    pub depth: usize,
+    /// Square patch size.
+    #[serde(default = "default_patch")]
+    pub patch_size: usize,
+}
+
+fn default_patch() -> usize {
+    2
+}
+
+/// One stage, as timm's `_inverted_residual_block` / `_mobilevit_block`: `depth` inverted
+/// residuals (the first one with `stride`), then a MobileViT block when `transformer` is set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageConfig {
+    /// Number of inverted residuals.
+    pub depth: usize,
+    /// Output channels.
+    pub channels: usize,
+    /// Stride of the first block.
+    pub stride: usize,
+    /// Expansion of the inverted residuals.
+    pub bottle_ratio: f64,
+    /// The MobileViT block, if any.
+    #[serde(default)]
+    pub transformer: Option<TransformerConfig>,
+}
+
+/// An ExShortcut: a tap on the output of `stages.{stage}` with `channels` features.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TapConfig {
+    /// Index of the tapped stage.
+    pub stage: usize,
+    /// Features the tap adds to the classifier input.
+    pub channels: usize,
+}
+
+/// A MobileViT / ExMobileViT model, as data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MobileVitConfig {
+    /// Registry name.
+    pub name: String,
+    /// Stem width (3x3 conv, stride 2).
+    pub stem_channels: usize,
+    /// The stages, in order.
+    pub stages: Vec<StageConfig>,
+    /// Output channels of `final_conv` (timm's `num_features`).
+    pub num_features: usize,
+    /// ExShortcuts (empty for plain MobileViT).
+    #[serde(default)]
+    pub exshortcuts: Vec<TapConfig>,
+    /// Classes of the classifier.
+    #[serde(default = "default_classes")]
+    pub num_classes: usize,
+    /// Dropout before the classifier.
+    #[serde(default)]
+    pub drop_rate: f64,
+    /// Stochastic depth inside the transformers.
+    #[serde(default)]
+    pub drop_path_rate: f64,
+    /// Attention heads of every transformer.
+    #[serde(default = "default_heads")]
+    pub num_heads: usize,
+}
+
+fn default_classes() -> usize {
+    1000
+}
+fn default_heads() -> usize {
+    4
+}
+
+impl MobileVitConfig {
+    /// Width of the classifier input: the final features plus every tap's.
+    pub fn classifier_width(&self) -> usize {
+        self.num_features + self.exshortcuts.iter().map(|t| t.channels).sum::<usize>()
+    }
+
+    /// Output channels of each stage.
+    pub fn stage_channels(&self) -> Vec<usize> {
+        self.stages.iter().map(|s| s.channels).collect()
+    }
+
+    /// Builds the model with fresh (timm byobnet-style) initialisation.
+    ///
+    /// # Panics
+    /// When a tap names a stage that does not exist.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> MobileVit<B> {
+        let stem = ConvNormActConfig::new(3, self.stem_channels, 3).with_stride(2).init(device);
+        let mut in_ch = self.stem_channels;
+        let mut stages = Vec::with_capacity(self.stages.len());
+        for s in &self.stages {
+            let mut blocks = Vec::new();
+            for i in 0..s.depth {
+                let stride = if i == 0 { s.stride } else { 1 };
+                let cfg = BottleneckBlockConfig::new(in_ch, s.channels, s.bottle_ratio, stride);
+                blocks.push(StageBlock::Bottleneck(cfg.init(device)));
+                in_ch = s.channels;
+            }
+            if let Some(t) = &s.transformer {
+                let mut cfg = MobileVitBlockConfig::new(s.channels, t.dim, t.depth);
+                cfg.patch_size = t.patch_size;
+                cfg.num_heads = self.num_heads;
+                cfg.drop_path = self.drop_path_rate;
+                blocks.push(StageBlock::MobileVit(cfg.init(device)));
+            }
+            stages.push(blocks);
+        }
+        let final_conv = ConvNormActConfig::new(in_ch, self.num_features, 1).init(device);
+        let exshortcuts = self
+            .exshortcuts
+            .iter()
+            .map(|t| {
+                assert!(t.stage < self.stages.len(), "{}: tap on stages.{} but the model has {} stages", self.name, t.stage, self.stages.len());
+                ExShortcutConfig::new(self.stages[t.stage].channels, t.channels).init(device)
+            })
+            .collect();
+        let mut head = ClassifierHeadConfig::new(self.classifier_width(), self.num_classes);
+        head.drop_rate = self.drop_rate;
+        MobileVit {
+            stem,
+            stages,
+            final_conv,
+            exshortcuts,
+            head: head.init(device),
+            tap_stages: self.exshortcuts.iter().map(|t| t.stage).collect(),
+        }
+    }
+}
+
+/// A block of a stage: an inverted residual or a MobileViT block.
+///
+/// burn's derived `Module` for an enum adds the variant name to parameter paths
+/// (`stages.2.1.MobileVit.conv_kxk…`); [`crate::state`] leaves enum variants out, so the keys
+/// are timm's (`stages.2.1.conv_kxk…`).
+#[derive(Module, Debug)]
+pub enum StageBlock<B: Backend> {
+    /// MobileNetV2 inverted residual.
+    Bottleneck(BottleneckBlock<B>),
+    /// MobileViT block.
+    MobileVit(MobileVitBlock<B>),
+}
+
+impl<B: Backend> StageBlock<B> {
+    /// Applies the block.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        match self {
+            StageBlock::Bottleneck(b) => b.forward(x),
+            StageBlock::MobileVit(b) => b.forward(x),
+        }
+    }
+
+    /// Declared input channels.
+    pub fn in_channels(&self) -> usize {
+        match self {
+            StageBlock::Bottleneck(b) => b.in_channels(),
+            StageBlock::MobileVit(b) => b.in_channels(),
+        }
+    }
+}
+
+/// MobileViT with optional ExShortcuts. Module names are timm's: `stem`, `stages.S.B`,
+/// `final_conv`, `head.fc`, plus `exshortcuts.N` for ExMobileViT.
+#[derive(Module, Debug)]
+pub struct MobileVit<B: Backend> {
+    /// 3x3 conv, stride 2, BN, SiLU.
+    pub stem: ConvNormAct<B>,
+    /// The stages.
+    pub stages: Vec<Vec<StageBlock<B>>>,
+    /// 1x1 conv to `num_features`, BN, SiLU.
+    pub final_conv: ConvNormAct<B>,
+    /// ExShortcut taps (empty for plain MobileViT).
+    pub exshortcuts: Vec<ExShortcut<B>>,
+    /// The classifier.
+    pub head: ClassifierHead<B>,
+    tap_stages: Vec<usize>,
+}
+
+/// Every named output of one forward pass.
+#[derive(Debug, Clone)]
+pub struct ModelOutputs<B: Backend> {
+    /// Output of `stem`.
+    pub stem: Tensor<B, 4>,
+    /// Output of each stage.
+    pub stages: Vec<Tensor<B, 4>>,
+    /// Output of `final_conv`.
+    pub final_conv: Tensor<B, 4>,
+    /// Pooled output of each ExShortcut.
+    pub exshortcuts: Vec<Tensor<B, 2>>,
+    /// The classifier input (timm's `pre_logits`).
+    pub pooled: Tensor<B, 2>,
+    /// The logits.
+    pub logits: Tensor<B, 2>,
+}
+
+impl<B: Backend> ModelOutputs<B> {
+    /// `(name, tensor)` for every output, with timm's module names
+    /// (`stem`, `stages.0`…, `final_conv`, `exshortcuts.N`, `pooled`, `logits`).
+    pub fn named(&self) -> Vec<(String, Tensor<B, 4>)> {
+        let mut out = vec![("stem".to_string(), self.stem.clone())];
+        out.extend(self.stages.iter().enumerate().map(|(i, t)| (format!("stages.{i}"), t.clone())));
+        out.push(("final_conv".to_string(), self.final_conv.clone()));
+        let flat = |t: &Tensor<B, 2>| {
+            let [n, c] = t.dims();
+            t.clone().reshape([n, c, 1, 1])
+        };
+        out.extend(self.exshortcuts.iter().enumerate().map(|(i, t)| (format!("exshortcuts.{i}"), flat(t))));
+        out.push(("pooled".to_string(), flat(&self.pooled)));
+        out.push(("logits".to_string(), flat(&self.logits)));
+        out
+    }
+}
+
+impl<B: Backend> MobileVit<B> {
+    /// Checks that `dims` is an NCHW batch with 3 channels.
+    pub fn check_input(&self, dims: &[usize]) -> Result<(), ShapeError> {
+        if dims.len() != 4 || dims[1] != self.stem.in_channels() {
+            return Err(ShapeError::Mismatch {
+                layer: "MobileVit input".to_string(),
+                expected: format!("[N, {}, H, W] (NCHW)", self.stem.in_channels()),
+                got: dims.to_vec(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Logits, `[N, 3, H, W]` → `[N, num_classes]`.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
+        self.forward_all(x).logits
+    }
+
+    /// Every named output of the forward pass.
+    pub fn forward_all(&self, x: Tensor<B, 4>) -> ModelOutputs<B> {
+        if let Err(e) = self.check_input(&x.dims()) {
+            panic!("{e}");
+        }
+        let stem = self.stem.forward(x);
+        let mut stages = Vec::with_capacity(self.stages.len());
+        let mut h = stem.clone();
+        for blocks in &self.stages {
+            h = blocks.iter().fold(h, |h, b| b.forward(h));
+            stages.push(h.clone());
+        }
+        let final_conv = self.final_conv.forward(h);
+        let exshortcuts: Vec<Tensor<B, 2>> =
+            self.exshortcuts.iter().zip(&self.tap_stages).map(|(tap, &s)| tap.forward(stages[s].clone())).collect();
+        let mut parts = exshortcuts.clone();
+        parts.push(global_avg_pool(final_conv.clone()));
+        let pooled = if parts.len() == 1 { parts.pop().unwrap() } else { Tensor::cat(parts, 1) };
+        let logits = self.head.forward(pooled.clone());
+        ModelOutputs { stem, stages, final_conv, exshortcuts, pooled, logits }
+    }
+
+    /// Number of classes.
+    pub fn num_classes(&self) -> usize {
+        self.head.out_channels()
+    }
+}

@@ -1,0 +1,141 @@
+//! A module's tensors by name, with timm's `state_dict` keys.
+//!
+//! burn builds parameter paths from field names and `Vec` indices, which are timm's module
+//! names, except that a derived enum module adds its variant name; these helpers leave enum
+//! variants out of the path.
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::prelude::*;
+use burn::tensor::TensorData;
+
+/// Whether a tensor is learned or a running statistic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TensorKind {
+    /// A learned parameter.
+    Param,
+    /// A buffer: `running_mean`, `running_var` or `num_batches_tracked`.
+    Buffer,
+}
+
+impl TensorKind {
+    /// The kind of the tensor stored under `key`, from its last component.
+    pub fn of(key: &str) -> Self {
+        match key.rsplit('.').next() {
+            Some("running_mean" | "running_var" | "num_batches_tracked") => TensorKind::Buffer,
+            _ => TensorKind::Param,
+        }
+    }
+}
+
+/// One tensor of a module, with its timm key.
+#[derive(Debug, Clone)]
+pub struct NamedTensor {
+    /// The `state_dict` key.
+    pub key: String,
+    /// The values (f32 on the CPU backends).
+    pub data: TensorData,
+}
+
+impl NamedTensor {
+    /// Param or buffer.
+    pub fn kind(&self) -> TensorKind {
+        TensorKind::of(&self.key)
+    }
+}
+
+#[derive(Default)]
+struct PathStack {
+    parts: Vec<String>,
+    /// One flag per `enter_module`: whether it pushed a part.
+    pushed: Vec<bool>,
+}
+
+impl PathStack {
+    fn enter(&mut self, name: &str, container: &str) {
+        let push = !container.starts_with("Enum:");
+        if push {
+            self.parts.push(name.to_string());
+        }
+        self.pushed.push(push);
+    }
+
+    fn exit(&mut self) {
+        if self.pushed.pop().unwrap_or(false) {
+            self.parts.pop();
+        }
+    }
+
+    fn key(&self) -> String {
+        self.parts.join(".")
+    }
+}
+
+struct Collector {
+    path: PathStack,
+    out: Vec<NamedTensor>,
+}
+
+impl<B: Backend> ModuleVisitor<B> for Collector {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.enter(name, container_type);
+    }
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.exit();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        self.out.push(NamedTensor { key: self.path.key(), data: param.val().into_data() });
+    }
+}
+
+/// Every float tensor of `module` (parameters and running statistics), in declaration order,
+/// keyed as in timm.
+pub fn named_tensors<B: Backend, M: Module<B>>(module: &M) -> Vec<NamedTensor> {
+    let mut c = Collector { path: PathStack::default(), out: Vec::new() };
+    module.visit(&mut c);
+    c.out
+}
+
+struct Updater<F> {
+    path: PathStack,
+    f: F,
+}
+
+impl<B: Backend, F: FnMut(&str, &[usize]) -> Option<TensorData>> ModuleMapper<B> for Updater<F> {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.enter(name, container_type);
+    }
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.exit();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let key = self.path.key();
+        let f = &mut self.f;
+        param.map(|t| {
+            let dims = t.dims();
+            match f(&key, &dims) {
+                Some(data) => {
+                    assert_eq!(data.shape.as_slice(), &dims[..], "update_named: new value of `{key}` has the wrong shape");
+                    let require_grad = t.is_require_grad();
+                    Tensor::<B, D>::from_data(data.convert::<f32>(), &t.device()).set_require_grad(require_grad)
+                }
+                None => t,
+            }
+        })
+    }
+}
+
+/// Replaces tensors of `module` by key: `f(key, shape)` returns the new values, or `None` to
+/// keep the tensor. Parameter ids and `require_grad` are kept.
+///
+/// # Panics
+/// When `f` returns data whose shape differs from `shape` (callers validate first).
+pub fn update_named<B: Backend, M: Module<B>>(module: M, f: impl FnMut(&str, &[usize]) -> Option<TensorData>) -> M {
+    module.map(&mut Updater { path: PathStack::default(), f })
+}
+
+/// Number of learned values (`TensorKind::Param`), as timm's
+/// `sum(p.numel() for p in model.parameters())`. burn's `num_params` also counts running
+/// statistics.
+pub fn count_params<B: Backend, M: Module<B>>(module: &M) -> usize {
+    named_tensors(module).iter().filter(|t| t.kind() == TensorKind::Param).map(|t| t.data.num_elements()).sum()
+}

@@ -104,7 +104,11 @@ impl Conv2dConfig {
         let k = self.kernel_size;
         let fan_out = k * k * self.out_channels / self.groups;
         Conv2d {
-            weight: Param::from_tensor(self.init.sample([self.out_channels, self.in_channels / self.groups, k, k], fan_out, device)),
+            weight: Param::from_tensor(self.init.sample(
+                [self.out_channels, self.in_channels / self.groups, k, k],
+                fan_out,
+                device,
+            )),
             bias: self.bias.then(|| Param::from_tensor(Tensor::zeros([self.out_channels], device))),
             in_channels: self.in_channels,
             out_channels: self.out_channels,
@@ -260,7 +264,12 @@ impl<B: Backend> ConvNormAct<B> {
 
 /// `act(bn(conv(x)))`: batch statistics when the backend records gradients; otherwise the BN
 /// folded into the conv's weights and bias.
-pub(crate) fn conv_bn_act<B: Backend>(conv: &Conv2d<B>, bn: &BatchNorm2d<B>, act: Act, x: Tensor<B, 4>) -> Tensor<B, 4> {
+pub(crate) fn conv_bn_act<B: Backend>(
+    conv: &Conv2d<B>,
+    bn: &BatchNorm2d<B>,
+    act: Act,
+    x: Tensor<B, 4>,
+) -> Tensor<B, 4> {
     let y = if B::ad_enabled(&x.device()) {
         bn.forward(conv.forward(x))
     } else {

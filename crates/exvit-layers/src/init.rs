@@ -25,7 +25,12 @@ pub enum WeightInit {
 impl WeightInit {
     /// A tensor of `shape` drawn from this initialiser. `fan_out` is only used by
     /// [`WeightInit::KaimingNormalFanOut`].
-    pub fn sample<B: Backend, const D: usize>(&self, shape: [usize; D], fan_out: usize, device: &B::Device) -> Tensor<B, D> {
+    pub fn sample<B: Backend, const D: usize>(
+        &self,
+        shape: [usize; D],
+        fan_out: usize,
+        device: &B::Device,
+    ) -> Tensor<B, D> {
         match *self {
             WeightInit::Normal { std } => Tensor::random(shape, Distribution::Normal(0.0, std), device),
             WeightInit::TruncNormal { std } => trunc_normal(shape, std, -2.0 * std, 2.0 * std, device),
@@ -39,7 +44,13 @@ impl WeightInit {
 
 /// A normal `N(0, std²)` truncated to `[a, b]`, by resampling the values that fall outside
 /// (exact truncated-normal samples; the expected number of rounds is small for `|a|, |b| ≥ σ`).
-pub fn trunc_normal<B: Backend, const D: usize>(shape: [usize; D], std: f64, a: f64, b: f64, device: &B::Device) -> Tensor<B, D> {
+pub fn trunc_normal<B: Backend, const D: usize>(
+    shape: [usize; D],
+    std: f64,
+    a: f64,
+    b: f64,
+    device: &B::Device,
+) -> Tensor<B, D> {
     assert!(a < b, "trunc_normal: empty interval [{a}, {b}]");
     let mut x = Tensor::<B, D>::random(shape, Distribution::Normal(0.0, std), device);
     for _ in 0..64 {

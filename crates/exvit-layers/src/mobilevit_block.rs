@@ -70,8 +70,12 @@ impl MobileVitBlockConfig {
             transformer: (0..self.transformer_depth).map(|_| block.init(device)).collect(),
             norm: LayerNormConfig::new(d).init(device),
             conv_proj: ConvNormActConfig::new(d, self.out_channels, 1).init(device),
-            conv_fusion: ConvNormActConfig::new(self.in_channels + self.out_channels, self.out_channels, self.kernel_size)
-                .init(device),
+            conv_fusion: ConvNormActConfig::new(
+                self.in_channels + self.out_channels,
+                self.out_channels,
+                self.kernel_size,
+            )
+            .init(device),
             patch_size: self.patch_size,
         }
     }
@@ -152,7 +156,14 @@ pub fn unfold<B: Backend>(x: Tensor<B, 4>, p: usize) -> (Tensor<B, 3>, Grid) {
 }
 
 /// The inverse of [`unfold`]: `[B·P, N, C]` → `[B, C, H, W]`, resized back to `size`.
-pub fn fold<B: Backend>(t: Tensor<B, 3>, b: usize, c: usize, (nh, nw): Grid, p: usize, size: [usize; 2]) -> Tensor<B, 4> {
+pub fn fold<B: Backend>(
+    t: Tensor<B, 3>,
+    b: usize,
+    c: usize,
+    (nh, nw): Grid,
+    p: usize,
+    size: [usize; 2],
+) -> Tensor<B, 4> {
     // [B, ph, pw, nh, nw, C] -> [B, C, nh, ph, nw, pw]
     let x = t.reshape([b, p, p, nh, nw, c]).permute([0, 5, 3, 1, 4, 2]).reshape([b, c, nh * p, nw * p]);
     if [nh * p, nw * p] != size {

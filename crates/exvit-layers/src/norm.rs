@@ -145,10 +145,7 @@ fn per_row<B: Backend>(v: Tensor<B, 1>, n: usize) -> Tensor<B, 2> {
 /// `x·scale + shift` per channel, on an `[N·C, H·W]` view.
 pub(crate) fn affine_rows<B: Backend>(x: Tensor<B, 4>, scale: Tensor<B, 1>, shift: Tensor<B, 1>) -> Tensor<B, 4> {
     let [n, c, h, w] = x.dims();
-    x.reshape([n * c, h * w])
-        .mul(per_row(scale, n))
-        .add(per_row(shift, n))
-        .reshape([n, c, h, w])
+    x.reshape([n * c, h * w]).mul(per_row(scale, n)).add(per_row(shift, n)).reshape([n, c, h, w])
 }
 
 /// Configuration of [`LayerNorm`].

@@ -28,7 +28,11 @@ pub fn check_channels(layer: &dyn Fn() -> String, dims: [usize; 4], channels: us
 }
 
 /// Checks that the last dim of a rank-`D` tensor is `features`.
-pub fn check_last_dim<const D: usize>(layer: &dyn Fn() -> String, dims: [usize; D], features: usize) -> Result<(), ShapeError> {
+pub fn check_last_dim<const D: usize>(
+    layer: &dyn Fn() -> String,
+    dims: [usize; D],
+    features: usize,
+) -> Result<(), ShapeError> {
     if dims[D - 1] != features {
         let mut expected: Vec<String> = (0..D - 1).map(|i| format!("d{i}")).collect();
         expected.push(features.to_string());

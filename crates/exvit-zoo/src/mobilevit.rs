@@ -131,7 +131,13 @@ impl MobileVitConfig {
             .exshortcuts
             .iter()
             .map(|t| {
-                assert!(t.stage < self.stages.len(), "{}: tap on stages.{} but the model has {} stages", self.name, t.stage, self.stages.len());
+                assert!(
+                    t.stage < self.stages.len(),
+                    "{}: tap on stages.{} but the model has {} stages",
+                    self.name,
+                    t.stage,
+                    self.stages.len()
+                );
                 ExShortcutConfig::new(self.stages[t.stage].channels, t.channels).init(device)
             })
             .collect();

@@ -38,7 +38,9 @@ pub fn fnv1a64(s: &str) -> u64 {
 pub fn uniform_stream(seed: u64, key: &str, n: usize) -> Vec<f64> {
     let base = seed ^ fnv1a64(key);
     (0..n as u64)
-        .map(|i| (splitmix_mix(base.wrapping_add((i + 1).wrapping_mul(GOLDEN))) >> 11) as f64 * (1.0 / (1u64 << 53) as f64))
+        .map(|i| {
+            (splitmix_mix(base.wrapping_add((i + 1).wrapping_mul(GOLDEN))) >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+        })
         .collect()
 }
 

@@ -23,7 +23,13 @@ fn ir(depth: usize, channels: usize, stride: usize, bottle_ratio: f64) -> StageC
 }
 
 fn mvit(channels: usize, dim: usize, depth: usize, bottle_ratio: f64) -> StageConfig {
-    StageConfig { depth: 1, channels, stride: 2, bottle_ratio, transformer: Some(TransformerConfig { dim, depth, patch_size: 2 }) }
+    StageConfig {
+        depth: 1,
+        channels,
+        stride: 2,
+        bottle_ratio,
+        transformer: Some(TransformerConfig { dim, depth, patch_size: 2 }),
+    }
 }
 
 fn base(name: &str, stages: Vec<StageConfig>, num_features: usize) -> MobileVitConfig {
@@ -59,7 +65,13 @@ fn mobilevit_xs() -> MobileVitConfig {
 fn mobilevit_s() -> MobileVitConfig {
     base(
         "mobilevit_s",
-        vec![ir(1, 32, 1, 4.0), ir(3, 64, 2, 4.0), mvit(96, 144, 2, 4.0), mvit(128, 192, 4, 4.0), mvit(160, 240, 3, 4.0)],
+        vec![
+            ir(1, 32, 1, 4.0),
+            ir(3, 64, 2, 4.0),
+            mvit(96, 144, 2, 4.0),
+            mvit(128, 192, 4, 4.0),
+            mvit(160, 240, 3, 4.0),
+        ],
         640,
     )
 }
@@ -91,10 +103,10 @@ pub fn model_names() -> Vec<&'static str> {
 
 /// The config registered under `name`, with `num_classes` classes.
 pub fn model_config(name: &str, num_classes: usize) -> Result<MobileVitConfig, ZooError> {
-    let (_, make) = REGISTRY.iter().find(|(n, _)| *n == name).ok_or_else(|| ZooError::UnknownModel {
-        name: name.to_string(),
-        known: model_names().join(", "),
-    })?;
+    let (_, make) = REGISTRY
+        .iter()
+        .find(|(n, _)| *n == name)
+        .ok_or_else(|| ZooError::UnknownModel { name: name.to_string(), known: model_names().join(", ") })?;
     let mut cfg = make();
     cfg.num_classes = num_classes;
     Ok(cfg)

@@ -114,7 +114,11 @@ impl<B: Backend, F: FnMut(&str, &[usize]) -> Option<TensorData>> ModuleMapper<B>
             let dims = t.dims();
             match f(&key, &dims) {
                 Some(data) => {
-                    assert_eq!(data.shape.as_slice(), &dims[..], "update_named: new value of `{key}` has the wrong shape");
+                    assert_eq!(
+                        data.shape.as_slice(),
+                        &dims[..],
+                        "update_named: new value of `{key}` has the wrong shape"
+                    );
                     let require_grad = t.is_require_grad();
                     Tensor::<B, D>::from_data(data.convert::<f32>(), &t.device()).set_require_grad(require_grad)
                 }

@@ -93,6 +93,55 @@ def make(name, size, seed, out_dir):
     print(f"{path.name}: logits std {logits.std():.3f} max|x| {np.abs(logits).max():.3f}")
 
 
+def make_layers(seed, out_dir):
+    """layers.safetensors: single layers in train and eval mode (BN running stats included)."""
+    from timm.models.vision_transformer import Attention
+
+    t = {}
+    meta = {"seed": str(seed), "torch": torch.__version__, "timm": timm.__version__}
+
+    def inp(key, shape):
+        a = reference_input(seed, shape) if key == "input" else uniform_stream(seed, key, int(np.prod(shape))).astype(np.float32).reshape(shape)
+        return torch.from_numpy(a * 4.0 - 2.0)
+
+    # BatchNorm2d: one train step (batch statistics, running-stat update), then eval.
+    bn = torch.nn.BatchNorm2d(6)
+    reference_init(bn, seed)
+    x = inp("bn.x", (4, 6, 5, 7))
+    bn.train()
+    with torch.no_grad():
+        t["bn.train.y"] = bn(x).numpy()
+    t["bn.running_mean"] = bn.running_mean.numpy().copy()
+    t["bn.running_var"] = bn.running_var.numpy().copy()
+    t["bn.num_batches_tracked"] = bn.num_batches_tracked.numpy().reshape(1).copy()
+    bn.eval()
+    with torch.no_grad():
+        t["bn.eval.y"] = bn(x).numpy()
+
+    ln = torch.nn.LayerNorm(16)
+    reference_init(ln, seed)
+    x = inp("ln.x", (3, 5, 16))
+    with torch.no_grad():
+        t["ln.y"] = ln(x).numpy()
+
+    lin = torch.nn.Linear(16, 24)
+    reference_init(lin, seed)
+    x = inp("linear.x", (3, 5, 16))
+    with torch.no_grad():
+        t["linear.y"] = lin(x).numpy()
+
+    attn = Attention(16, num_heads=4, qkv_bias=True).eval()
+    reference_init(attn, seed)
+    x = inp("attn.x", (2, 9, 16))
+    with torch.no_grad():
+        t["attn.y"] = attn(x).numpy()
+
+    for k in list(t):
+        t[k] = np.ascontiguousarray(t[k])
+    save_file(t, str(out_dir / "layers.safetensors"), metadata=meta)
+    print("layers.safetensors")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True)
@@ -102,6 +151,7 @@ def main():
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(2)
+    make_layers(args.seed, args.out)
     for name in args.models:
         for size in args.sizes:
             make(name, size, args.seed, args.out)

@@ -40,7 +40,7 @@ impl AttentionConfig {
     /// Builds the layer.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Attention<B> {
         assert!(
-            self.num_heads > 0 && self.dim % self.num_heads == 0,
+            self.num_heads > 0 && self.dim.is_multiple_of(self.num_heads),
             "Attention: dim {} is not divisible by num_heads {}",
             self.dim,
             self.num_heads

@@ -94,7 +94,9 @@ impl Conv2dConfig {
     /// When the channels are not divisible by the groups, or the kernel/stride is zero.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Conv2d<B> {
         assert!(
-            self.groups > 0 && self.in_channels % self.groups == 0 && self.out_channels % self.groups == 0,
+            self.groups > 0
+                && self.in_channels.is_multiple_of(self.groups)
+                && self.out_channels.is_multiple_of(self.groups),
             "Conv2d({}->{}): channels must be divisible by groups={}",
             self.in_channels,
             self.out_channels,

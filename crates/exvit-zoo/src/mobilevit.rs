@@ -2,6 +2,7 @@
 
 use burn::module::Module;
 use burn::prelude::*;
+use burn::tensor::TensorData;
 use exvit_layers::head::global_avg_pool;
 use exvit_layers::{
     BottleneckBlock, BottleneckBlockConfig, ClassifierHead, ClassifierHeadConfig, ConvNormAct, ConvNormActConfig,
@@ -159,6 +160,9 @@ impl MobileVitConfig {
 /// burn's derived `Module` for an enum adds the variant name to parameter paths
 /// (`stages.2.1.MobileVit.conv_kxk…`); [`crate::state`] leaves enum variants out, so the keys
 /// are timm's (`stages.2.1.conv_kxk…`).
+// Both variants are ~2 KB of module handles and a model holds a few dozen: boxing would save
+// nothing worth the indirection (and burn's derive does not see through `Box`).
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum StageBlock<B: Backend> {
     /// MobileNetV2 inverted residual.
@@ -220,19 +224,15 @@ pub struct ModelOutputs<B: Backend> {
 }
 
 impl<B: Backend> ModelOutputs<B> {
-    /// `(name, tensor)` for every output, with timm's module names
-    /// (`stem`, `stages.0`…, `final_conv`, `exshortcuts.N`, `pooled`, `logits`).
-    pub fn named(&self) -> Vec<(String, Tensor<B, 4>)> {
-        let mut out = vec![("stem".to_string(), self.stem.clone())];
-        out.extend(self.stages.iter().enumerate().map(|(i, t)| (format!("stages.{i}"), t.clone())));
-        out.push(("final_conv".to_string(), self.final_conv.clone()));
-        let flat = |t: &Tensor<B, 2>| {
-            let [n, c] = t.dims();
-            t.clone().reshape([n, c, 1, 1])
-        };
-        out.extend(self.exshortcuts.iter().enumerate().map(|(i, t)| (format!("exshortcuts.{i}"), flat(t))));
-        out.push(("pooled".to_string(), flat(&self.pooled)));
-        out.push(("logits".to_string(), flat(&self.logits)));
+    /// `(name, values)` for every output, with timm's module names (`stem`, `stages.0`…,
+    /// `final_conv`, `exshortcuts.N`, `pooled`, `logits`) and their true shapes.
+    pub fn into_named_data(self) -> Vec<(String, TensorData)> {
+        let mut out = vec![("stem".to_string(), self.stem.into_data())];
+        out.extend(self.stages.into_iter().enumerate().map(|(i, t)| (format!("stages.{i}"), t.into_data())));
+        out.push(("final_conv".to_string(), self.final_conv.into_data()));
+        out.extend(self.exshortcuts.into_iter().enumerate().map(|(i, t)| (format!("exshortcuts.{i}"), t.into_data())));
+        out.push(("pooled".to_string(), self.pooled.into_data()));
+        out.push(("logits".to_string(), self.logits.into_data()));
         out
     }
 }

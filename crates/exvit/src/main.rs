@@ -1,1 +1,32 @@
-fn main() {}
+//! `exvit`: the command-line interface. Thin: parsing, files and printing; the work is in the
+//! library crates.
+
+mod forward;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// exvit: MobileViT and ExMobileViT research toolkit.
+#[derive(Parser)]
+#[command(name = "exvit", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a zoo model in eval mode on an input batch and print or save its outputs.
+    Forward(forward::ForwardArgs),
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_env("EXVIT_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Forward(args) => forward::run(args),
+    }
+}

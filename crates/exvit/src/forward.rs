@@ -1,0 +1,138 @@
+//! `exvit forward`: one eval-mode forward pass of a zoo model.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, ensure, Context, Result};
+use burn::prelude::*;
+use burn::tensor::activation::softmax;
+use burn::tensor::TensorData;
+use burn_flex::{Flex, FlexDevice};
+use clap::Args;
+use exvit_zoo::refinit::{reference_init, reference_input};
+use exvit_zoo::{create_model, model_names};
+use safetensors::{Dtype, SafeTensors};
+
+type B = Flex;
+
+#[derive(Args, Debug)]
+pub struct ForwardArgs {
+    /// Registry name of the model (see the list in `--help` of later versions; e.g. mobilevit_xxs).
+    #[arg(long, default_value = "mobilevit_xxs")]
+    model: String,
+    /// NCHW f32 input batch (safetensors). Without it, a reference input of `--batch` images of
+    /// `--size`x`--size` is generated from `--seed`.
+    #[arg(long)]
+    input: Option<PathBuf>,
+    /// Tensor name inside `--input`.
+    #[arg(long, default_value = "input")]
+    key: String,
+    /// Side of the generated input.
+    #[arg(long, default_value_t = 256)]
+    size: usize,
+    /// Batch of the generated input.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Seed of the reference initialisation (and of the generated input). No pretrained
+    /// weights are loaded: the logits are those of a seeded random model.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Number of classes of the classifier.
+    #[arg(long, default_value_t = 1000)]
+    num_classes: usize,
+    /// How many top classes to print per image.
+    #[arg(long, default_value_t = 5)]
+    top: usize,
+    /// Write `logits`, `pooled` and every stage output here (safetensors).
+    #[arg(long)]
+    output: Option<PathBuf>,
+}
+
+/// Reads a rank-4 f32 tensor `key` from a safetensors file.
+fn read_input(path: &Path, key: &str) -> Result<TensorData> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read input file {}", path.display()))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .with_context(|| format!("{} is not a valid safetensors file", path.display()))?;
+    let view = st.tensor(key).map_err(|_| {
+        let mut names: Vec<String> = st.names().into_iter().map(|s| s.to_string()).collect();
+        names.sort();
+        anyhow::anyhow!("{}: no tensor `{key}` (it has: {}); choose one with --key", path.display(), names.join(", "))
+    })?;
+    let shape = view.shape().to_vec();
+    ensure!(view.dtype() == Dtype::F32, "{}: tensor `{key}` is {:?}, expected F32", path.display(), view.dtype());
+    ensure!(
+        shape.len() == 4 && shape[1] == 3,
+        "{}: tensor `{key}` has shape {shape:?}, expected an NCHW batch [N, 3, H, W]",
+        path.display()
+    );
+    let values: Vec<f32> = view.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    Ok(TensorData::new(values, shape))
+}
+
+/// Writes f32 tensors to `path` atomically (a temporary file, then a rename).
+fn write_outputs(
+    path: &Path,
+    tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
+    meta: HashMap<String, String>,
+) -> Result<()> {
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> =
+        tensors.into_iter().map(|(n, s, v)| (n, s, v.iter().flat_map(|x| x.to_le_bytes()).collect())).collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = bytes
+        .iter()
+        .map(|(n, s, b)| Ok((n.clone(), safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b)?)))
+        .collect::<Result<_, safetensors::SafeTensorError>>()?;
+    let tmp = path.with_extension("safetensors.tmp");
+    safetensors::serialize_to_file(views, Some(meta), &tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
+    Ok(())
+}
+
+pub fn run(args: ForwardArgs) -> Result<()> {
+    let dev = FlexDevice;
+    if !model_names().contains(&args.model.as_str()) {
+        bail!("unknown model `{}`; known models: {}", args.model, model_names().join(", "));
+    }
+    ensure!(args.size >= 32 && args.batch >= 1, "--size must be at least 32 and --batch at least 1");
+    let data = match &args.input {
+        Some(p) => read_input(p, &args.key)?,
+        None => reference_input(args.seed, [args.batch, 3, args.size, args.size]),
+    };
+    let shape = data.shape.clone();
+    let model = reference_init(create_model::<B>(&args.model, args.num_classes, &dev)?, args.seed);
+    tracing::info!(model = %args.model, input = ?shape, seed = args.seed, "forward (eval mode, seeded reference weights)");
+
+    let t0 = Instant::now();
+    let outs = model.forward_all(Tensor::from_data(data, &dev));
+    let probs = softmax(outs.logits.clone(), 1);
+    let logits_shape = outs.logits.dims();
+    let elapsed = t0.elapsed();
+
+    println!("model   {}", args.model);
+    println!("input   {:?}", shape.as_slice());
+    println!("logits  {:?}  ({:.1} ms)", logits_shape, elapsed.as_secs_f64() * 1e3);
+    let p: Vec<f32> = probs.into_data().to_vec().context("reading probabilities")?;
+    let l: Vec<f32> = outs.logits.clone().into_data().to_vec().context("reading logits")?;
+    let k = args.top.min(logits_shape[1]);
+    for (i, (row, lrow)) in p.chunks(logits_shape[1]).zip(l.chunks(logits_shape[1])).enumerate() {
+        let mut idx: Vec<usize> = (0..row.len()).collect();
+        idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+        let top: Vec<String> =
+            idx[..k].iter().map(|&c| format!("{c} (p={:.4}, logit={:+.4})", row[c], lrow[c])).collect();
+        println!("image {i}: top-{k} classes {}", top.join(", "));
+    }
+
+    if let Some(out) = &args.output {
+        let mut tensors = Vec::new();
+        for (name, data) in outs.into_named_data() {
+            let shape = data.shape.as_slice().to_vec();
+            tensors.push((name, shape, data.to_vec::<f32>().context("reading an output")?));
+        }
+        let meta =
+            HashMap::from([("model".to_string(), args.model.clone()), ("seed".to_string(), args.seed.to_string())]);
+        write_outputs(out, tensors, meta)?;
+        println!("wrote   {}", out.display());
+    }
+    Ok(())
+}

@@ -82,6 +82,59 @@ pub struct MobileVitConfig {
     /// Attention heads of every transformer.
     #[serde(default = "default_heads")]
     pub num_heads: usize,
+    /// Preprocessing the weights expect (timm's `pretrained_cfg`).
+    #[serde(default)]
+    pub pretrained: PretrainedCfg,
+}
+
+/// Channel order of the input tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelOrder {
+    /// Red, green, blue (timm, torchvision).
+    #[default]
+    Rgb,
+    /// Blue, green, red (ml-cvnets reads images with OpenCV).
+    Bgr,
+}
+
+/// The preprocessing a model's weights expect, as timm's `pretrained_cfg`: `eval` and `probe`
+/// use it by default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PretrainedCfg {
+    /// `[C, H, W]` of the evaluation input.
+    pub input_size: [usize; 3],
+    /// Eval resize: the shorter side goes to `H / crop_pct`, then a center crop of `H`.
+    pub crop_pct: f64,
+    /// Resize interpolation (`bicubic`, `bilinear`).
+    pub interpolation: String,
+    /// Per-channel mean subtracted from inputs in [0, 1].
+    pub mean: [f64; 3],
+    /// Per-channel std the inputs are divided by.
+    pub std: [f64; 3],
+    /// Channel order.
+    pub channel_order: ChannelOrder,
+    /// timm's weights tag on the Hugging Face hub, where there is one.
+    pub hf_hub_id: Option<String>,
+    /// ImageNet-1k top-1 (%) reported for those weights, where known.
+    pub imagenet_top1: Option<f64>,
+}
+
+impl Default for PretrainedCfg {
+    /// MobileViT's: 256x256, crop_pct 0.9, bicubic, no mean/std (inputs in [0, 1]), RGB.
+    fn default() -> Self {
+        Self {
+            input_size: [3, 256, 256],
+            crop_pct: 0.9,
+            interpolation: "bicubic".to_string(),
+            mean: [0.0; 3],
+            std: [1.0; 3],
+            channel_order: ChannelOrder::Rgb,
+            hf_hub_id: None,
+            imagenet_top1: None,
+        }
+    }
 }
 
 fn default_classes() -> usize {
@@ -95,6 +148,42 @@ impl MobileVitConfig {
     /// Width of the classifier input: the final features plus every tap's.
     pub fn classifier_width(&self) -> usize {
         self.num_features + self.exshortcuts.iter().map(|t| t.channels).sum::<usize>()
+    }
+
+    /// Checks the config for what the builder cannot build, naming the field.
+    pub fn validate(&self) -> Result<(), String> {
+        let n = &self.name;
+        if self.stem_channels == 0 || self.num_features == 0 || self.num_classes == 0 {
+            return Err(format!("{n}: stem_channels, num_features and num_classes must be positive"));
+        }
+        if self.stages.is_empty() {
+            return Err(format!("{n}: `stages` is empty"));
+        }
+        for (i, s) in self.stages.iter().enumerate() {
+            if s.channels == 0 || s.stride == 0 || s.bottle_ratio <= 0.0 {
+                return Err(format!("{n}: stages[{i}] needs positive channels, stride and bottle_ratio"));
+            }
+            if s.depth == 0 && i == 0 && self.stem_channels != s.channels {
+                return Err(format!("{n}: stages[0] has depth 0 but changes the width"));
+            }
+            if let Some(t) = &s.transformer {
+                if t.dim == 0 || t.depth == 0 || t.patch_size == 0 || !t.dim.is_multiple_of(self.num_heads) {
+                    return Err(format!(
+                        "{n}: stages[{i}].transformer: dim {} must be a positive multiple of num_heads {}, with positive depth and patch_size",
+                        t.dim, self.num_heads
+                    ));
+                }
+            }
+        }
+        for (i, t) in self.exshortcuts.iter().enumerate() {
+            if t.stage >= self.stages.len() {
+                return Err(format!("{n}: exshortcuts[{i}] taps stages.{} but there are {} stages", t.stage, self.stages.len()));
+            }
+            if t.channels == 0 {
+                return Err(format!("{n}: exshortcuts[{i}].channels must be positive"));
+            }
+        }
+        Ok(())
     }
 
     /// Output channels of each stage.

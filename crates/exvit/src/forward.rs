@@ -4,23 +4,30 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use burn::tensor::TensorData;
 use burn_flex::{Flex, FlexDevice};
 use clap::Args;
 use exvit_zoo::refinit::{reference_init, reference_input};
-use exvit_zoo::{create_model, model_names};
+use exvit_zoo::{create_model, load_safetensors, LoadMode};
 use safetensors::{Dtype, SafeTensors};
 
 type B = Flex;
 
 #[derive(Args, Debug)]
 pub struct ForwardArgs {
-    /// Registry name of the model (see the list in `--help` of later versions; e.g. mobilevit_xxs).
+    /// Registry name of the model (`exvit zoo list`), or the path of a .toml variant.
     #[arg(long, default_value = "mobilevit_xxs")]
     model: String,
+    /// Weights (safetensors, timm keys), loaded strictly: every key must match.
+    #[arg(long, conflicts_with = "init_from")]
+    weights: Option<PathBuf>,
+    /// Weights of a backbone: only the trunk (stem, stages) must match; the rest keeps the
+    /// reference initialisation and is listed.
+    #[arg(long)]
+    init_from: Option<PathBuf>,
     /// NCHW f32 input batch (safetensors). Without it, a reference input of `--batch` images of
     /// `--size`x`--size` is generated from `--seed`.
     #[arg(long)]
@@ -34,8 +41,8 @@ pub struct ForwardArgs {
     /// Batch of the generated input.
     #[arg(long, default_value_t = 1)]
     batch: usize,
-    /// Seed of the reference initialisation (and of the generated input). No pretrained
-    /// weights are loaded: the logits are those of a seeded random model.
+    /// Seed of the reference initialisation (and of the generated input). Without
+    /// `--weights`, the logits are those of a seeded random model.
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Number of classes of the classifier.
@@ -91,9 +98,6 @@ fn write_outputs(
 
 pub fn run(args: ForwardArgs) -> Result<()> {
     let dev = FlexDevice;
-    if !model_names().contains(&args.model.as_str()) {
-        bail!("unknown model `{}`; known models: {}", args.model, model_names().join(", "));
-    }
     ensure!(args.size >= 32 && args.batch >= 1, "--size must be at least 32 and --batch at least 1");
     let data = match &args.input {
         Some(p) => read_input(p, &args.key)?,
@@ -101,7 +105,26 @@ pub fn run(args: ForwardArgs) -> Result<()> {
     };
     let shape = data.shape.clone();
     let model = reference_init(create_model::<B>(&args.model, args.num_classes, &dev)?, args.seed);
-    tracing::info!(model = %args.model, input = ?shape, seed = args.seed, "forward (eval mode, seeded reference weights)");
+    let model = match (&args.weights, &args.init_from) {
+        (Some(w), _) => {
+            let (m, report) = load_safetensors(model, w, LoadMode::Strict)?;
+            tracing::info!(file = %w.display(), tensors = report.loaded.len(), "loaded weights (strict)");
+            m
+        }
+        (None, Some(w)) => {
+            let (m, report) = load_safetensors(model, w, LoadMode::FromBackbone)?;
+            tracing::info!(file = %w.display(), tensors = report.loaded.len(), "loaded backbone weights");
+            for p in &report.fresh {
+                println!("fresh   {p}");
+            }
+            for p in &report.unused {
+                println!("unused  {p}");
+            }
+            m
+        }
+        (None, None) => model,
+    };
+    tracing::info!(model = %args.model, input = ?shape.as_slice(), seed = args.seed, "forward (eval mode)");
 
     let t0 = Instant::now();
     let outs = model.forward_all(Tensor::from_data(data, &dev));

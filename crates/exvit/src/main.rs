@@ -2,6 +2,7 @@
 //! library crates.
 
 mod forward;
+mod zoo;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -19,6 +20,9 @@ struct Cli {
 enum Command {
     /// Run a zoo model in eval mode on an input batch and print or save its outputs.
     Forward(forward::ForwardArgs),
+    /// The model zoo.
+    #[command(subcommand)]
+    Zoo(zoo::ZooCommand),
 }
 
 fn main() -> Result<()> {
@@ -28,5 +32,6 @@ fn main() -> Result<()> {
         .init();
     match Cli::parse().command {
         Command::Forward(args) => forward::run(args),
+        Command::Zoo(cmd) => zoo::run(cmd),
     }
 }

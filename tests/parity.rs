@@ -2,7 +2,9 @@
 //!
 //! Both sides initialise the same model with the reference initialisation (SplitMix64 streams
 //! keyed by the state_dict key), run a batch of 2 reference inputs, and compare every stage:
-//! `stem`, `stages.0..4`, `final_conv`, `pooled` and `logits`, within 1e-4.
+//! `stem`, `stages.0..4`, `final_conv`, `exshortcuts.N`, `pooled` and `logits`, within 1e-4.
+//! ExMobileViT is compared with a PyTorch implementation on timm's body (the fixture script's
+//! `ExMobileViT`), and a TOML variant with the same network built by timm's ByobNet.
 
 use burn::prelude::*;
 use burn_flex::{Flex, FlexDevice};
@@ -13,14 +15,24 @@ use exvit_zoo::{create_model, named_tensors};
 type B = Flex;
 const TOL: f64 = 1e-4;
 
+/// The registry name, or for `tiny` the TOML variant that describes it.
+fn model_arg(name: &str) -> String {
+    if name == "tiny" {
+        repo_root().join("tests/fixtures/parity/tiny.toml").to_string_lossy().into_owned()
+    } else {
+        name.to_string()
+    }
+}
+
 fn check_fixture(file: &str) {
     let fx = Fixture::read(&repo_root().join("tests/fixtures/parity").join(file));
     let name = fx.meta("model");
+    let classes = fx.get("o.logits.shape").values[1] as usize;
     let size: usize = fx.meta("size").parse().unwrap();
     let seed: u64 = fx.meta("seed").parse().unwrap();
     let batch: usize = fx.meta("batch").parse().unwrap();
     let dev = FlexDevice;
-    let model = reference_init(create_model::<B>(name, 1000, &dev).unwrap(), seed);
+    let model = reference_init(create_model::<B>(&model_arg(name), classes, &dev).unwrap(), seed);
 
     // 1. The reference init: same keys, in state_dict order, and the same values.
     let keys: Vec<String> = serde_json::from_str(fx.meta("keys")).unwrap();
@@ -44,6 +56,7 @@ fn check_fixture(file: &str) {
     let x = Tensor::<B, 4>::from_data(reference_input(seed, [batch, 3, size, size]), &dev);
     let outs = model.forward_all(x);
     let mut checked = 0;
+    let mut overall = 0.0f64;
     for (out_name, data) in outs.into_named_data() {
         let shape_key = format!("o.{out_name}.shape");
         let exp_shape: Vec<usize> = fx.get(&shape_key).values.iter().map(|&v| v as usize).collect();
@@ -79,18 +92,50 @@ fn check_fixture(file: &str) {
             worst.0,
             worst.1
         );
+        overall = overall.max(worst.0);
         checked += 1;
     }
+    eprintln!("{file}: {checked} outputs, max |diff| vs timm {overall:.2e}");
     assert!(checked >= 9, "{file}: only {checked} outputs compared");
 }
 
-#[test]
-fn mobilevit_xxs_matches_timm_at_256() {
-    check_fixture("mobilevit_xxs_256.safetensors");
+fn check_sizes(model: &str) {
+    for size in [160, 192, 256, 288, 320, 200] {
+        check_fixture(&format!("{model}_{size}.safetensors"));
+    }
 }
 
 #[test]
-fn mobilevit_xxs_matches_timm_at_200_with_odd_size_resize() {
-    // 200 -> stages.2 runs at 25x25: the MobileViT block resizes to 26x26 and back.
-    check_fixture("mobilevit_xxs_200.safetensors");
+fn mobilevit_xxs_matches_timm_at_every_size() {
+    // 160, 192, 256, 288, 320 (cvnets' multi-scale sizes) and 200: at 200 stages.2 runs at
+    // 25x25, so the MobileViT block resizes to 26x26 and back.
+    check_sizes("mobilevit_xxs");
+}
+
+#[test]
+fn mobilevit_xs_matches_timm_at_every_size() {
+    check_sizes("mobilevit_xs");
+}
+
+#[test]
+fn mobilevit_s_matches_timm_at_every_size() {
+    check_sizes("mobilevit_s");
+}
+
+#[test]
+fn exmobilevit_matches_the_pytorch_reference() {
+    for f in [
+        "exmobilevit_576_256",
+        "exmobilevit_640_256",
+        "exmobilevit_928_200",
+        "exmobilevit_xxs_256",
+        "exmobilevit_xs_256",
+    ] {
+        check_fixture(&format!("{f}.safetensors"));
+    }
+}
+
+#[test]
+fn toml_variant_matches_timm_byobnet() {
+    check_fixture("tiny_64.safetensors");
 }

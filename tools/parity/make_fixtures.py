@@ -27,12 +27,94 @@ from safetensors.numpy import save_file
 sys.path.insert(0, str(Path(__file__).parent))
 from refinit import reference_init, reference_input, uniform_stream  # noqa: E402
 
-FULL = 16384
-SAMPLE = 4096
+FULL = 4096
+SAMPLE = 1024
 BATCH = 2
+REPO = Path(__file__).resolve().parents[2]
+
+# ExMobileViT: (backbone, tap channels on stages.2 and stages.3, final_conv width).
+EXMOBILEVIT = {
+    "exmobilevit_576": ("mobilevit_s", (32, 64), 480),
+    "exmobilevit_640": ("mobilevit_s", (32, 128), 480),
+    "exmobilevit_928": ("mobilevit_s", (128, 160), 640),
+    "exmobilevit_xxs": ("mobilevit_xxs", (48, 64), 320),
+    "exmobilevit_xs": ("mobilevit_xs", (64, 80), 384),
+}
+
+
+class _Head(torch.nn.Module):
+    def __init__(self, width, num_classes):
+        super().__init__()
+        self.fc = torch.nn.Linear(width, num_classes)
+
+
+class ExMobileViT(torch.nn.Module):
+    """ExMobileViT on a timm MobileViT body, with exvit's module names: each tap is a 1x1 conv
+    (no bias) + BN + SiLU on the output of stages.2 / stages.3, then a global average pool; the
+    classifier takes [tap 0, tap 1, pooled final_conv]."""
+
+    def __init__(self, backbone, taps, num_features, num_classes=1000):
+        super().__init__()
+        from dataclasses import replace
+        from timm.layers import ConvNormAct
+        from timm.models.byobnet import ByobNet
+        from timm.models.mobilevit import model_cfgs
+
+        body = ByobNet(replace(model_cfgs[backbone], num_features=num_features), num_classes=num_classes)
+        self.stem, self.stages, self.final_conv = body.stem, body.stages, body.final_conv
+        last = lambda st: st[-1].conv_fusion if hasattr(st[-1], "conv_fusion") else st[-1].conv3_1x1  # noqa: E731
+        chs = [last(st).conv.out_channels for st in body.stages]
+        self.tap_stages = (2, 3)
+        self.exshortcuts = torch.nn.ModuleList(
+            [ConvNormAct(chs[s], c, 1, act_layer=torch.nn.SiLU) for s, c in zip(self.tap_stages, taps)]
+        )
+        self.head = _Head(sum(taps) + num_features, num_classes)
+
+    def forward_all(self, x):
+        feats = {"stem": self.stem(x)}
+        h = feats["stem"]
+        for i, st in enumerate(self.stages):
+            h = st(h)
+            feats[f"stages.{i}"] = h
+        feats["final_conv"] = self.final_conv(h)
+        taps = [tap(feats[f"stages.{s}"]).mean((2, 3)) for tap, s in zip(self.exshortcuts, self.tap_stages)]
+        for i, t in enumerate(taps):
+            feats[f"exshortcuts.{i}"] = t
+        feats["pooled"] = torch.cat(taps + [feats["final_conv"].mean((2, 3))], 1)
+        feats["logits"] = self.head.fc(feats["pooled"])
+        return feats
+
+
+def tiny_model():
+    """The network of tests/fixtures/parity/tiny.toml, built by timm."""
+    from timm.models.byobnet import ByobNet, ByoModelCfg
+    from timm.models.mobilevit import _inverted_residual_block, _mobilevit_block
+
+    cfg = ByoModelCfg(
+        blocks=(
+            _inverted_residual_block(d=1, c=8, s=1, br=2.0),
+            _inverted_residual_block(d=1, c=16, s=2, br=2.0),
+            _mobilevit_block(d=1, c=16, s=2, transformer_dim=16, transformer_depth=1, patch_size=2, br=2.0),
+            _mobilevit_block(d=1, c=24, s=2, transformer_dim=24, transformer_depth=2, patch_size=2, br=2.0),
+            _mobilevit_block(d=1, c=32, s=2, transformer_dim=32, transformer_depth=1, patch_size=2, br=2.0),
+        ),
+        stem_chs=8, stem_type="3x3", stem_pool="", downsample="", act_layer="silu", num_features=64,
+    )
+    return ByobNet(cfg, num_classes=10)
+
+
+def build(name):
+    if name in EXMOBILEVIT:
+        return ExMobileViT(*EXMOBILEVIT[name])
+    if name == "tiny":
+        return tiny_model()
+    return timm.create_model(name, pretrained=False)
 
 
 def outputs(model, x):
+    if isinstance(model, ExMobileViT):
+        with torch.no_grad():
+            return model.forward_all(x)
     feats = {}
     hooks = [model.stem.register_forward_hook(lambda m, i, o: feats.__setitem__("stem", o))]
     for s in range(len(model.stages)):
@@ -65,7 +147,7 @@ def encode(name, t, tensors):
 
 def make(name, size, seed, out_dir):
     torch.manual_seed(0)
-    model = timm.create_model(name, pretrained=False).eval()
+    model = build(name).eval()
     reference_init(model, seed)
     sd = model.state_dict()
     stats = []
@@ -91,6 +173,52 @@ def make(name, size, seed, out_dir):
     tmp.replace(path)
     logits = tensors["o.logits"]
     print(f"{path.name}: logits std {logits.std():.3f} max|x| {np.abs(logits).max():.3f}")
+
+
+def make_timm_checkpoint(seed, out_dir):
+    """timm_tiny.safetensors: a checkpoint written by timm/safetensors.torch (int64 0-d
+    num_batches_tracked, F32 tensors) with trained-looking running stats, for the loader tests.
+    Its outputs on the reference input go to tiny_ckpt_64.safetensors."""
+    from safetensors.torch import save_file as save_torch
+
+    torch.manual_seed(seed)
+    model = tiny_model()
+    model.train()
+    with torch.no_grad():  # a few train-mode batches: real running stats, num_batches_tracked = 3
+        for i in range(3):
+            model(torch.from_numpy(reference_input(seed + i, (4, 3, 64, 64))))
+    model.eval()
+    save_torch(model.state_dict(), str(out_dir / "timm_tiny.safetensors"), metadata={"format": "pt"})
+    x = torch.from_numpy(reference_input(seed, (BATCH, 3, 64, 64)))
+    tensors = {}
+    for k, v in outputs(model, x).items():
+        encode(k, v, tensors)
+    meta = {"model": "tiny", "size": "64", "seed": str(seed), "batch": str(BATCH), "torch": torch.__version__, "timm": timm.__version__}
+    save_file(tensors, str(out_dir / "tiny_ckpt_64.safetensors"), metadata=meta)
+    print("timm_tiny.safetensors, tiny_ckpt_64.safetensors")
+
+
+def check_round_trip(exvit, seed):
+    """exvit saves weights; timm loads them with strict=True and gets the reference values."""
+    import subprocess
+    import tempfile
+
+    from safetensors.torch import load_file
+
+    for name in ["mobilevit_xxs", "exmobilevit_640"]:
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d) / "w.safetensors"
+            subprocess.run([str(exvit), "zoo", "init", "--model", name, "--seed", str(seed), "--out", str(path)], check=True, capture_output=True)
+            sd = load_file(str(path))
+            model = build(name).eval()
+            model.load_state_dict(sd, strict=True)
+            ref = build(name).eval()
+            reference_init(ref, seed)
+            for k, v in ref.state_dict().items():
+                assert sd[k].dtype == v.dtype, (k, sd[k].dtype, v.dtype)
+                assert sd[k].shape == v.shape, (k, sd[k].shape, v.shape)
+                assert torch.equal(sd[k], v), k
+            print(f"round trip {name}: exvit-saved weights load into timm with strict=True, {len(sd)} tensors equal")
 
 
 def make_layers(seed, out_dir):
@@ -146,15 +274,22 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--seed", type=int, default=42)
-    ap.add_argument("--models", nargs="*", default=["mobilevit_xxs"])
-    ap.add_argument("--sizes", nargs="*", type=int, default=[256, 200])
+    ap.add_argument("--exvit", type=Path, help="the exvit binary, for the save -> timm round trip")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(2)
     make_layers(args.seed, args.out)
-    for name in args.models:
-        for size in args.sizes:
+    # The three MobileViT sizes at cvnets' multi-scale sizes, plus 200 (not a multiple of 32:
+    # the odd-size resize runs in the MobileViT blocks).
+    for name in ["mobilevit_xxs", "mobilevit_xs", "mobilevit_s"]:
+        for size in [160, 192, 256, 288, 320, 200]:
             make(name, size, args.seed, args.out)
+    for name in EXMOBILEVIT:
+        make(name, 256 if name != "exmobilevit_928" else 200, args.seed, args.out)
+    make("tiny", 64, args.seed, args.out)
+    make_timm_checkpoint(args.seed, args.out)
+    if args.exvit:
+        check_round_trip(args.exvit, args.seed)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,12 @@ pub mod registry;
 pub mod state;
 pub mod weights;
 
-pub use mobilevit::{ChannelOrder, MobileVit, MobileVitConfig, PretrainedCfg, ModelOutputs, StageBlock, StageConfig, TapConfig, TransformerConfig};
-pub use registry::{create_model, model_config, model_names, module_params, resolve_model, zoo_table, Entry, ZooError, ZooRow, REGISTRY};
+pub use mobilevit::{
+    ChannelOrder, MobileVit, MobileVitConfig, ModelOutputs, PretrainedCfg, StageBlock, StageConfig, TapConfig,
+    TransformerConfig,
+};
+pub use registry::{
+    create_model, model_config, model_names, module_params, resolve_model, zoo_table, Entry, ZooError, ZooRow, REGISTRY,
+};
 pub use state::{count_params, named_tensors, update_named, NamedTensor, TensorKind};
 pub use weights::{load_safetensors, save_safetensors, LoadMode, LoadReport, Problem, WeightsError};

@@ -177,7 +177,11 @@ impl MobileVitConfig {
         }
         for (i, t) in self.exshortcuts.iter().enumerate() {
             if t.stage >= self.stages.len() {
-                return Err(format!("{n}: exshortcuts[{i}] taps stages.{} but there are {} stages", t.stage, self.stages.len()));
+                return Err(format!(
+                    "{n}: exshortcuts[{i}] taps stages.{} but there are {} stages",
+                    t.stage,
+                    self.stages.len()
+                ));
             }
             if t.channels == 0 {
                 return Err(format!("{n}: exshortcuts[{i}].channels must be positive"));

@@ -76,8 +76,13 @@ fn mobilevit_xs() -> MobileVitConfig {
 }
 
 fn mobilevit_s() -> MobileVitConfig {
-    let stages =
-        vec![ir(1, 32, 1, 4.0), ir(3, 64, 2, 4.0), mvit(96, 144, 2, 4.0), mvit(128, 192, 4, 4.0), mvit(160, 240, 3, 4.0)];
+    let stages = vec![
+        ir(1, 32, 1, 4.0),
+        ir(3, 64, 2, 4.0),
+        mvit(96, 144, 2, 4.0),
+        mvit(128, 192, 4, 4.0),
+        mvit(160, 240, 3, 4.0),
+    ];
     base("mobilevit_s", stages, 640, "timm/mobilevit_s.cvnets_in1k", 78.4)
 }
 
@@ -128,8 +133,12 @@ pub const REGISTRY: &[Entry] = &[
     entry("exmobilevit_576", "ExMobileViT-576: S + taps 32 (stages.2) + 64 (stages.3) + 480", || {
         ex(mobilevit_s, "exmobilevit_576", 32, 64, 480)
     }),
-    entry("exmobilevit_640", "ExMobileViT-640: S + taps 32 + 128 + 480", || ex(mobilevit_s, "exmobilevit_640", 32, 128, 480)),
-    entry("exmobilevit_928", "ExMobileViT-928: S + taps 128 + 160 + 640", || ex(mobilevit_s, "exmobilevit_928", 128, 160, 640)),
+    entry("exmobilevit_640", "ExMobileViT-640: S + taps 32 + 128 + 480", || {
+        ex(mobilevit_s, "exmobilevit_640", 32, 128, 480)
+    }),
+    entry("exmobilevit_928", "ExMobileViT-928: S + taps 128 + 160 + 640", || {
+        ex(mobilevit_s, "exmobilevit_928", 128, 160, 640)
+    }),
     entry("exmobilevit_xxs", "ExMobileViT on XXS, tap ratio 1: 48 + 64 + 320 (docs/models.md)", || {
         ex(mobilevit_xxs, "exmobilevit_xxs", 48, 64, 320)
     }),
@@ -169,10 +178,10 @@ pub fn model_names() -> Vec<&'static str> {
 
 /// The config registered under `name`, with `num_classes` classes.
 pub fn model_config(name: &str, num_classes: usize) -> Result<MobileVitConfig, ZooError> {
-    let e = REGISTRY.iter().find(|e| e.name == name).ok_or_else(|| ZooError::UnknownModel {
-        name: name.to_string(),
-        known: model_names().join(", "),
-    })?;
+    let e = REGISTRY
+        .iter()
+        .find(|e| e.name == name)
+        .ok_or_else(|| ZooError::UnknownModel { name: name.to_string(), known: model_names().join(", ") })?;
     let mut cfg = (e.make)();
     cfg.num_classes = num_classes;
     Ok(cfg)
@@ -194,11 +203,7 @@ pub fn resolve_model(name_or_path: &str, num_classes: usize) -> Result<MobileVit
 }
 
 /// Builds the registered model `name` (or a TOML variant) with fresh weights.
-pub fn create_model<B: Backend>(
-    name: &str,
-    num_classes: usize,
-    device: &B::Device,
-) -> Result<MobileVit<B>, ZooError> {
+pub fn create_model<B: Backend>(name: &str, num_classes: usize, device: &B::Device) -> Result<MobileVit<B>, ZooError> {
     Ok(resolve_model(name, num_classes)?.init(device))
 }
 
@@ -228,7 +233,8 @@ pub fn module_params<B: Backend>(model: &MobileVit<B>) -> Vec<(String, usize)> {
     for t in named_tensors(model).into_iter().filter(|t| t.kind() == TensorKind::Param) {
         let mut parts = t.key.split('.');
         let top = parts.next().unwrap_or_default();
-        let group = if top == "stages" { format!("stages.{}", parts.next().unwrap_or_default()) } else { top.to_string() };
+        let group =
+            if top == "stages" { format!("stages.{}", parts.next().unwrap_or_default()) } else { top.to_string() };
         match out.last_mut() {
             Some((g, n)) if *g == group => *n += t.data.num_elements(),
             _ => out.push((group, t.data.num_elements())),

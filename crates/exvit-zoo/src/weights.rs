@@ -207,9 +207,7 @@ pub fn load_safetensors<B: Backend, M: Module<B>>(
     if !errors.is_empty() {
         return Err(WeightsError::Mismatch { path: path.into(), problems: errors });
     }
-    let model = update_named(model, |key, shape| {
-        take.remove(key).map(|t| TensorData::new(t.values, shape.to_vec()))
-    });
+    let model = update_named(model, |key, shape| take.remove(key).map(|t| TensorData::new(t.values, shape.to_vec())));
     Ok((model, report))
 }
 

@@ -23,8 +23,10 @@ pub enum LoadMode {
     /// Every key of the model is in the file with the same shape, and the file has no other
     /// key (timm's `strict=True`).
     Strict,
-    /// Only the shared trunk (`stem.*`, `stages.*`) must match; everything else that matches
-    /// is loaded, and the rest is left freshly initialised and reported.
+    /// Only the shared trunk (`stem.*`, `stages.*`) must match. Other tensors (`final_conv`,
+    /// ExShortcuts) are loaded where the file has them with the same shape; the classifier
+    /// (`head.*`) is never taken from a backbone, since its input layout differs between models
+    /// even where the shapes agree. What is not loaded keeps its initialisation and is reported.
     FromBackbone,
 }
 
@@ -45,6 +47,11 @@ pub enum Problem {
         /// Shape in the file.
         file: Vec<usize>,
     },
+    /// The classifier, which from-backbone loading never takes.
+    Classifier {
+        /// Key.
+        key: String,
+    },
     /// Both have the key, with different shapes.
     Shape {
         /// Key.
@@ -60,7 +67,10 @@ impl Problem {
     /// The key the problem is about.
     pub fn key(&self) -> &str {
         match self {
-            Problem::Missing { key, .. } | Problem::Unexpected { key, .. } | Problem::Shape { key, .. } => key,
+            Problem::Missing { key, .. }
+            | Problem::Unexpected { key, .. }
+            | Problem::Classifier { key }
+            | Problem::Shape { key, .. } => key,
         }
     }
 }
@@ -70,6 +80,7 @@ impl fmt::Display for Problem {
         match self {
             Problem::Missing { key, model } => write!(f, "missing key `{key}` (model shape {model:?})"),
             Problem::Unexpected { key, file } => write!(f, "unexpected key `{key}` (file shape {file:?})"),
+            Problem::Classifier { key } => write!(f, "classifier `{key}` is not taken from a backbone checkpoint"),
             Problem::Shape { key, file, model } => {
                 write!(f, "shape mismatch for `{key}`: file {file:?} vs model {model:?}")
             }
@@ -181,6 +192,13 @@ pub fn load_safetensors<B: Backend, M: Module<B>>(
     let mut errors = Vec::new();
     let mut take: HashMap<String, FileTensor> = HashMap::new();
     for (key, shape) in &model_shapes {
+        if mode == LoadMode::FromBackbone && key.starts_with("head.") {
+            if let Some(t) = file.remove(key) {
+                report.unused.push(Problem::Unexpected { key: key.clone(), file: t.shape });
+            }
+            report.fresh.push(Problem::Classifier { key: key.clone() });
+            continue;
+        }
         let problem = match file.remove(key) {
             None => Problem::Missing { key: key.clone(), model: shape.clone() },
             Some(t) if !same_shape(&t.shape, shape) => {

@@ -86,3 +86,51 @@ fn tempdir() -> std::path::PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+#[test]
+fn zoo_list_json_has_the_exact_parameter_counts() {
+    let (ok, stdout, stderr) = exvit(&["zoo", "list", "--json"]);
+    assert!(ok, "{stderr}");
+    let rows: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let count = |name: &str| {
+        let row = rows.as_array().unwrap().iter().find(|r| r["name"] == name).unwrap_or_else(|| panic!("{name}"));
+        let per_module: u64 = row["modules"].as_array().unwrap().iter().map(|m| m[1].as_u64().unwrap()).sum();
+        assert_eq!(per_module, row["params"].as_u64().unwrap(), "{name}: modules add up");
+        row["params"].as_u64().unwrap()
+    };
+    assert_eq!(count("mobilevit_xxs"), 1_272_024);
+    assert_eq!(count("mobilevit_xs"), 2_317_848);
+    assert_eq!(count("mobilevit_s"), 5_578_632);
+    assert_eq!(count("exmobilevit_576"), 5_500_168);
+    assert_eq!(count("exmobilevit_640"), 5_572_488);
+    assert_eq!(count("exmobilevit_928"), 5_899_976);
+    let s = rows.as_array().unwrap().iter().find(|r| r["name"] == "mobilevit_s").unwrap();
+    assert_eq!(s["pretrained"]["crop_pct"], 0.9);
+    assert_eq!(s["pretrained"]["interpolation"], "bicubic");
+    let control = rows.as_array().unwrap().iter().find(|r| r["name"] == "mobilevit_s_head928").unwrap();
+    assert_eq!(
+        (control["control_for"].as_str(), control["classifier_width"].as_u64()),
+        (Some("exmobilevit_928"), Some(928))
+    );
+}
+
+#[test]
+fn forward_loads_weights_strictly_or_from_a_backbone() {
+    let dir = tempdir();
+    let w = dir.join("xxs.safetensors");
+    let (ok, _, stderr) =
+        exvit(&["zoo", "init", "--model", "mobilevit_xxs", "--seed", "3", "--out", w.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    let (ok, stdout, stderr) = exvit(&["forward", "--weights", w.to_str().unwrap(), "--size", "64"]);
+    assert!(ok && stdout.contains("logits  [1, 1000]"), "{stdout}{stderr}");
+    // Strict loading into another model fails and names a key with both shapes.
+    let (ok, _, stderr) =
+        exvit(&["forward", "--model", "exmobilevit_xxs", "--weights", w.to_str().unwrap(), "--size", "64"]);
+    assert!(!ok && stderr.contains("missing key `exshortcuts.0.conv.weight`"), "{stderr}");
+    // From a backbone: the trunk loads, the rest is listed.
+    let (ok, stdout, stderr) =
+        exvit(&["forward", "--model", "exmobilevit_xxs", "--init-from", w.to_str().unwrap(), "--size", "64"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("fresh   missing key `exshortcuts.1.bn.weight`"), "{stdout}");
+    assert!(stdout.contains("fresh   classifier `head.fc.weight`"), "{stdout}");
+}

@@ -62,7 +62,7 @@ pub fn run(cmd: ZooCommand) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
                 return Ok(());
             }
-            println!("{:<22} {:>10} {:>8}  {}", "model", "params", "cls-in", "about");
+            println!("{:<22} {:>10} {:>8}  about", "model", "params", "cls-in");
             for r in &rows {
                 println!("{:<22} {:>10} {:>8}  {}", r.name, r.params, r.classifier_width, r.about);
                 let parts: Vec<String> = r.modules.iter().map(|(m, n)| format!("{m} {n}")).collect();

@@ -221,6 +221,39 @@ def check_round_trip(exvit, seed):
             print(f"round trip {name}: exvit-saved weights load into timm with strict=True, {len(sd)} tensors equal")
 
 
+NPROJ = 16
+
+
+def make_train(name, size, batch, seed, out_dir):
+    """train_<model>_<size>.safetensors: one training-mode step (BN on batch statistics, no
+    dropout or drop-path): the loss (cross entropy, label smoothing 0.1), the logits, each
+    parameter's gradient (its L2 norm, NPROJ projections on seeded random vectors, and its first
+    values) and every BN's running stats after the step."""
+    torch.manual_seed(0)
+    model = build(name)
+    reference_init(model, seed)
+    model.train()
+    x = torch.from_numpy(reference_input(seed, (batch, 3, size, size)))
+    labels = torch.tensor([(7 * i + 3) % 1000 for i in range(batch)])
+    logits = model.forward_all(x)["logits"] if isinstance(model, ExMobileViT) else model(x)
+    loss = torch.nn.functional.cross_entropy(logits, labels, label_smoothing=0.1)
+    loss.backward()
+    t = {"loss": np.array([loss.item()], dtype=np.float64), "logits": logits.detach().numpy(), "labels": labels.numpy()}
+    keys = []
+    for k, p in model.named_parameters():
+        g = p.grad.detach().numpy().astype(np.float64).reshape(-1)
+        proj = [(2.0 * uniform_stream(0, f"proj:{k}:{j}", g.size) - 1.0) @ g for j in range(NPROJ)]
+        t[f"g.{k}"] = np.array([np.linalg.norm(g)] + proj + list(g[:8]) + [0.0] * (8 - min(8, g.size)))
+        keys.append(k)
+    for k, b in model.state_dict().items():
+        if k.endswith("running_mean") or k.endswith("running_var"):
+            t[f"b.{k}"] = b.numpy().copy()
+    meta = {"model": name, "size": str(size), "batch": str(batch), "seed": str(seed), "nproj": str(NPROJ),
+            "params": json.dumps(keys), "torch": torch.__version__, "timm": timm.__version__}
+    save_file(t, str(out_dir / f"train_{name}_{size}.safetensors"), metadata=meta)
+    print(f"train_{name}_{size}.safetensors: loss {loss.item():.6f}")
+
+
 def make_layers(seed, out_dir):
     """layers.safetensors: single layers in train and eval mode (BN running stats included)."""
     from timm.models.vision_transformer import Attention
@@ -287,6 +320,8 @@ def main():
     for name in EXMOBILEVIT:
         make(name, 256 if name != "exmobilevit_928" else 200, args.seed, args.out)
     make("tiny", 64, args.seed, args.out)
+    make_train("mobilevit_xxs", 128, 4, args.seed, args.out)
+    make_train("exmobilevit_640", 96, 2, args.seed, args.out)
     make_timm_checkpoint(args.seed, args.out)
     if args.exvit:
         check_round_trip(args.exvit, args.seed)

@@ -1,7 +1,7 @@
 //! The MobileNetV2 inverted residual, as timm's byobnet `BottleneckBlock` builds it for MobileViT
 //! (`bottle_in=True, linear_out=True, gs=1`).
 
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -55,7 +55,8 @@ impl BottleneckBlockConfig {
         let mid = self.mid_channels();
         let mut conv3_1x1 = ConvNormActConfig::new(mid, self.out_channels, 1).with_act(Act::Identity).init(device);
         if self.zero_init_last && self.has_shortcut() {
-            conv3_1x1.bn.weight = conv3_1x1.bn.weight.map(|w| w.zeros_like());
+            // A fresh trainable parameter (mapping the old one would drop `require_grad`).
+            conv3_1x1.bn.weight = Param::from_tensor(Tensor::zeros([self.out_channels], device));
         }
         BottleneckBlock {
             conv1_1x1: ConvNormActConfig::new(self.in_channels, mid, 1).init(device),

@@ -6,6 +6,7 @@
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::TensorData;
 
 /// Whether a tensor is learned or a running statistic.
@@ -70,6 +71,16 @@ impl PathStack {
     }
 }
 
+/// Applies the pending updates of every `RunningState` (BN statistics).
+///
+/// burn's `RunningState::update` parks a train-mode update per thread and applies it at the next
+/// `value_sync`, so plain visiting would read statistics one step old, and mapping would be
+/// overwritten by the parked update later. `into_record` syncs; the states are shared with the
+/// clone, so syncing the clone syncs `module`.
+fn sync_running_states<B: Backend, M: Module<B>>(module: &M) {
+    let _ = module.clone().into_record();
+}
+
 struct Collector {
     path: PathStack,
     out: Vec<NamedTensor>,
@@ -90,6 +101,7 @@ impl<B: Backend> ModuleVisitor<B> for Collector {
 /// Every float tensor of `module` (parameters and running statistics), in declaration order,
 /// keyed as in timm.
 pub fn named_tensors<B: Backend, M: Module<B>>(module: &M) -> Vec<NamedTensor> {
+    sync_running_states(module);
     let mut c = Collector { path: PathStack::default(), out: Vec::new() };
     module.visit(&mut c);
     c.out
@@ -134,6 +146,7 @@ impl<B: Backend, F: FnMut(&str, &[usize]) -> Option<TensorData>> ModuleMapper<B>
 /// # Panics
 /// When `f` returns data whose shape differs from `shape` (callers validate first).
 pub fn update_named<B: Backend, M: Module<B>>(module: M, f: impl FnMut(&str, &[usize]) -> Option<TensorData>) -> M {
+    sync_running_states(&module);
     module.map(&mut Updater { path: PathStack::default(), f })
 }
 
@@ -142,4 +155,35 @@ pub fn update_named<B: Backend, M: Module<B>>(module: M, f: impl FnMut(&str, &[u
 /// statistics.
 pub fn count_params<B: Backend, M: Module<B>>(module: &M) -> usize {
     named_tensors(module).iter().filter(|t| t.kind() == TensorKind::Param).map(|t| t.data.num_elements()).sum()
+}
+
+struct GradCollector<'a, B: AutodiffBackend> {
+    path: PathStack,
+    grads: &'a B::Gradients,
+    out: Vec<(String, Option<TensorData>)>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for GradCollector<'_, B> {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.enter(name, container_type);
+    }
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.exit();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if TensorKind::of(&self.path.key()) == TensorKind::Param {
+            self.out.push((self.path.key(), param.val().grad(self.grads).map(|g| g.into_data())));
+        }
+    }
+}
+
+/// The gradient of every learned parameter of `module`, keyed as in timm (`None` where the
+/// parameter took no part in the loss).
+pub fn named_grads<B: AutodiffBackend, M: Module<B>>(
+    module: &M,
+    grads: &B::Gradients,
+) -> Vec<(String, Option<TensorData>)> {
+    let mut c = GradCollector { path: PathStack::default(), grads, out: Vec::new() };
+    module.visit(&mut c);
+    c.out
 }

@@ -1,6 +1,7 @@
 //! `exvit`: the command-line interface. Thin: parsing, files and printing; the work is in the
 //! library crates.
 
+mod bench;
 mod forward;
 mod zoo;
 
@@ -20,6 +21,8 @@ struct Cli {
 enum Command {
     /// Run a zoo model in eval mode on an input batch and print or save its outputs.
     Forward(forward::ForwardArgs),
+    /// Time a forward pass or a training step (one configuration per process).
+    Bench(bench::BenchArgs),
     /// The model zoo.
     #[command(subcommand)]
     Zoo(zoo::ZooCommand),
@@ -33,5 +36,6 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Forward(args) => forward::run(args),
         Command::Zoo(cmd) => zoo::run(cmd),
+        Command::Bench(args) => bench::run(args),
     }
 }

@@ -1,0 +1,45 @@
+//! exvit's training engine. So far: the loss, AdamW with PyTorch's defaults, and one training
+//! step (forward, backward, optimiser), which the benchmarks time. The full engine (schedules,
+//! EMA, multi-scale batches, checkpoints) is built on these.
+
+use burn::module::AutodiffModule;
+use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use exvit_zoo::MobileVit;
+
+/// Cross entropy with label smoothing 0.1 (ml-cvnets' recipe), as PyTorch's
+/// `F.cross_entropy(logits, y, label_smoothing=0.1)`.
+pub fn smoothed_cross_entropy<B: Backend>(device: &B::Device) -> CrossEntropyLoss<B> {
+    CrossEntropyLossConfig::new().with_smoothing(Some(0.1)).init(device)
+}
+
+/// AdamW with PyTorch's defaults, set explicitly (burn's differ: eps 1e-5, weight decay 1e-4):
+/// β = (0.9, 0.999), eps 1e-8, weight decay 0.01.
+pub fn adamw_pytorch() -> AdamWConfig {
+    AdamWConfig::new().with_beta_1(0.9).with_beta_2(0.999).with_epsilon(1e-8).with_weight_decay(0.01)
+}
+
+/// The optimiser type for a model on backend `B`.
+pub type ModelOptimizer<B> = OptimizerAdaptor<AdamW, MobileVit<B>, B>;
+
+/// One training step: forward (train mode), smoothed cross entropy, backward, AdamW at `lr`.
+/// Returns the updated model and the loss.
+pub fn train_step<B: AutodiffBackend>(
+    model: MobileVit<B>,
+    optim: &mut ModelOptimizer<B>,
+    loss_fn: &CrossEntropyLoss<B>,
+    images: Tensor<B, 4>,
+    labels: Tensor<B, 1, Int>,
+    lr: f64,
+) -> (MobileVit<B>, f32)
+where
+    MobileVit<B>: AutodiffModule<B>,
+{
+    let loss = loss_fn.forward(model.forward(images), labels);
+    let value: f32 = loss.clone().into_scalar().elem();
+    let grads = GradientsParams::from_grads(loss.backward(), &model);
+    (optim.step(lr, model, grads), value)
+}

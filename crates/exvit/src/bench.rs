@@ -1,0 +1,116 @@
+//! `exvit bench`: time a forward pass or a training step, for the side-by-side comparison with
+//! PyTorch (`benches/vs-pytorch`). One configuration per process, so the peak memory is its own.
+
+use std::time::Instant;
+
+use anyhow::{ensure, Result};
+use burn::backend::Autodiff;
+use burn::prelude::*;
+use burn::tensor::{Distribution, TensorData};
+use burn_flex::{Flex, FlexDevice};
+use clap::{Args, ValueEnum};
+use exvit_train::{adamw_pytorch, smoothed_cross_entropy, train_step};
+use exvit_zoo::create_model;
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum Mode {
+    /// Eval-mode forward pass (BN folded into the convs).
+    Forward,
+    /// Forward, backward and an AdamW step, in train mode.
+    Train,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Registry name or .toml variant.
+    #[arg(long, default_value = "mobilevit_xxs")]
+    model: String,
+    /// What to time.
+    #[arg(long, value_enum, default_value_t = Mode::Forward)]
+    mode: Mode,
+    /// Batch size.
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// Input side.
+    #[arg(long, default_value_t = 256)]
+    size: usize,
+    /// Untimed iterations first.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Timed iterations (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    iters: usize,
+}
+
+/// Peak resident memory of this process (VmHWM), in MiB.
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_string))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn time(warmup: usize, iters: usize, mut f: impl FnMut()) -> f64 {
+    for _ in 0..warmup {
+        f();
+    }
+    let mut t: Vec<f64> = (0..iters)
+        .map(|_| {
+            let t0 = Instant::now();
+            f();
+            t0.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[t.len() / 2]
+}
+
+pub fn run(a: BenchArgs) -> Result<()> {
+    ensure!(a.iters >= 1 && a.batch >= 1, "--iters and --batch must be at least 1");
+    let dev = FlexDevice;
+    let shape = [a.batch, 3, a.size, a.size];
+    let secs = match a.mode {
+        Mode::Forward => {
+            let model = create_model::<Flex>(&a.model, 1000, &dev)?;
+            let x = Tensor::<Flex, 4>::random(shape, Distribution::Default, &dev);
+            time(a.warmup, a.iters, || {
+                let _: TensorData = model.forward(x.clone()).into_data();
+            })
+        }
+        Mode::Train => {
+            type AD = Autodiff<Flex>;
+            let mut model = Some(create_model::<AD>(&a.model, 1000, &dev)?);
+            let mut optim = adamw_pytorch().init();
+            let loss_fn = smoothed_cross_entropy::<AD>(&dev);
+            let x = Tensor::<AD, 4>::random(shape, Distribution::Default, &dev);
+            let labels: Vec<i64> = (0..a.batch as i64).map(|i| (7 * i + 3) % 1000).collect();
+            let y = Tensor::<AD, 1, Int>::from_data(TensorData::new(labels, [a.batch]), &dev);
+            time(a.warmup, a.iters, || {
+                let (m, _) = train_step(model.take().unwrap(), &mut optim, &loss_fn, x.clone(), y.clone(), 1e-3);
+                model = Some(m);
+            })
+        }
+    };
+    let json = serde_json::json!({
+        "side": "exvit",
+        "model": a.model,
+        "mode": format!("{:?}", a.mode).to_lowercase(),
+        "batch": a.batch,
+        "size": a.size,
+        "threads": rayon_threads(),
+        "seconds_per_iter": secs,
+        "img_per_s": a.batch as f64 / secs,
+        "peak_rss_mib": peak_rss_mib(),
+    });
+    println!("{json}");
+    Ok(())
+}
+
+/// Threads of the pool flex runs on (rayon's global pool: `RAYON_NUM_THREADS` or the cores).
+fn rayon_threads() -> usize {
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}

@@ -10,7 +10,7 @@ use burn::backend::Autodiff;
 use burn::prelude::*;
 use burn::tensor::{Distribution, TensorData};
 use burn_flex::{Flex, FlexDevice};
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
 use exvit_train::{adamw_pytorch, smoothed_cross_entropy, train_step};
 use exvit_zoo::create_model;
 
@@ -38,7 +38,11 @@ fn forward(c: &mut Criterion) {
 fn train(c: &mut Criterion) {
     let dev = FlexDevice;
     let mut g = c.benchmark_group("train_step");
-    g.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(30));
+    // Flat sampling: 10 samples of one step each, rather than criterion's 1 + 2 + … + 10.
+    g.sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(20));
     let batch = 16;
     for name in MODELS {
         let mut model = Some(create_model::<AD>(name, 1000, &dev).unwrap());

@@ -2,6 +2,7 @@
 //! library crates.
 
 mod bench;
+mod data;
 mod forward;
 mod zoo;
 
@@ -23,6 +24,9 @@ enum Command {
     Forward(forward::ForwardArgs),
     /// Time a forward pass or a training step (one configuration per process).
     Bench(bench::BenchArgs),
+    /// Datasets: check a dataset and write its manifest.
+    #[command(subcommand)]
+    Data(data::DataCommand),
     /// The model zoo.
     #[command(subcommand)]
     Zoo(zoo::ZooCommand),
@@ -37,5 +41,6 @@ fn main() -> Result<()> {
         Command::Forward(args) => forward::run(args),
         Command::Zoo(cmd) => zoo::run(cmd),
         Command::Bench(args) => bench::run(args),
+        Command::Data(cmd) => data::run(cmd),
     }
 }

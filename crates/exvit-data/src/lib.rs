@@ -1,0 +1,12 @@
+//! exvit's data pipeline (part I): dataset sources with timm/torchvision class indices, robust
+//! image decoding, and Parquet manifests. It knows nothing of models.
+
+pub mod check;
+pub mod classes;
+pub mod decode;
+pub mod manifest;
+pub mod source;
+
+pub use check::{check_dataset, CheckOptions, CheckReport, OnBadImage, Record, Status};
+pub use decode::{decode_rgb, sniff, DecodeError, Format, RgbImage, DEFAULT_MAX_PIXELS};
+pub use source::{discover, open_cifar, open_split, DataError, Dataset, Layout, Location, Sample};

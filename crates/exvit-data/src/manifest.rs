@@ -1,0 +1,58 @@
+//! Manifests: one Parquet row per sample (path, label, width, height, bytes, format, status),
+//! so that later runs need not walk the tree again. Written atomically (temporary file, then
+//! rename).
+
+use std::fs::File;
+use std::path::Path;
+
+use polars::prelude::*;
+
+use crate::check::{Record, Status};
+use crate::source::DataError;
+
+fn polars_err(path: &Path) -> impl Fn(PolarsError) -> DataError + '_ {
+    move |e| DataError::Layout { path: path.to_path_buf(), message: format!("manifest: {e}") }
+}
+
+/// The records as a polars DataFrame.
+pub fn to_frame(records: &[Record]) -> PolarsResult<DataFrame> {
+    let status: Vec<String> = records
+        .iter()
+        .map(|r| match &r.status {
+            Status::Ok => "ok".to_string(),
+            Status::Bad(why) => why.clone(),
+        })
+        .collect();
+    DataFrame::new_infer_height(vec![
+        Column::new("path".into(), records.iter().map(|r| r.path.as_str()).collect::<Vec<_>>()),
+        Column::new("label".into(), records.iter().map(|r| r.label).collect::<Vec<_>>()),
+        Column::new("width".into(), records.iter().map(|r| r.width).collect::<Vec<_>>()),
+        Column::new("height".into(), records.iter().map(|r| r.height).collect::<Vec<_>>()),
+        Column::new("bytes".into(), records.iter().map(|r| r.bytes).collect::<Vec<_>>()),
+        Column::new("format".into(), records.iter().map(|r| r.format.as_str()).collect::<Vec<_>>()),
+        Column::new("status".into(), status),
+    ])
+}
+
+/// Writes the manifest to `path` atomically.
+pub fn write_manifest(records: &[Record], path: &Path) -> Result<(), DataError> {
+    let mut df = to_frame(records).map_err(polars_err(path))?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    let io = |source| DataError::Io { path: path.to_path_buf(), source };
+    let file = File::create(&tmp).map_err(io)?;
+    if let Err(e) = ParquetWriter::new(file).finish(&mut df) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(polars_err(path)(e));
+    }
+    std::fs::rename(&tmp, path).map_err(|source| {
+        let _ = std::fs::remove_file(&tmp);
+        DataError::Io { path: path.to_path_buf(), source }
+    })
+}
+
+/// Reads a manifest back.
+pub fn read_manifest(path: &Path) -> Result<DataFrame, DataError> {
+    let file = File::open(path).map_err(|source| DataError::Io { path: path.to_path_buf(), source })?;
+    ParquetReader::new(file).finish().map_err(polars_err(path))
+}

@@ -134,3 +134,41 @@ fn forward_loads_weights_strictly_or_from_a_backbone() {
     assert!(stdout.contains("fresh   missing key `exshortcuts.1.bn.weight`"), "{stdout}");
     assert!(stdout.contains("fresh   classifier `head.fc.weight`"), "{stdout}");
 }
+
+#[test]
+fn data_check_counts_classes_and_reports_bad_files() {
+    let dir = tempdir().join("ds");
+    let _ = std::fs::remove_dir_all(&dir);
+    let train = dir.join("train");
+    for (class, n) in [("cat", 2), ("dog", 1)] {
+        std::fs::create_dir_all(train.join(class)).unwrap();
+        for i in 0..n {
+            // A 1x1 grey PNG.
+            let png = [
+                0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0, 0, 0, 0x0D, 0x49, 0x48, 0x44, 0x52, 0, 0, 0, 1, 0,
+                0, 0, 1, 8, 0, 0, 0, 0, 0x3A, 0x7E, 0x9B, 0x55, 0, 0, 0, 0x0A, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9C,
+                0x63, 0x68, 0, 0, 0, 0x82, 0, 0x81, 0x77, 0xCD, 0x72, 0xB6, 0, 0, 0, 0, 0x49, 0x45, 0x4E, 0x44, 0xAE,
+                0x42, 0x60, 0x82,
+            ];
+            std::fs::write(train.join(class).join(format!("{i}.png")), png).unwrap();
+        }
+    }
+    std::fs::write(train.join("dog/broken.jpg"), b"\xFF\xD8\xFF\xE0 truncated").unwrap();
+    let manifests = dir.join("manifests");
+    let (ok, stdout, stderr) =
+        exvit(&["data", "check", dir.to_str().unwrap(), "--manifest-dir", manifests.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("split train: 4 images, 2 classes"), "{stdout}");
+    assert!(stdout.contains("bad images: 1") && stdout.contains("broken.jpg: corrupt jpeg"), "{stdout}");
+    assert!(manifests.join("ds-train.parquet").exists(), "{stdout}");
+    let (ok, _, stderr) = exvit(&[
+        "data",
+        "check",
+        dir.to_str().unwrap(),
+        "--manifest-dir",
+        manifests.to_str().unwrap(),
+        "--on-bad-image",
+        "fail",
+    ]);
+    assert!(!ok && stderr.contains("broken.jpg"), "{stderr}");
+}

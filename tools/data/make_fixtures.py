@@ -1,0 +1,75 @@
+"""Regenerates exvit-data's decoding fixtures: small images with the quirks of real datasets
+(CMYK JPEG, grayscale JPEG, 4:2:0 and 4:4:4 JPEG, a PNG named .JPEG, palette GIF, palette PNG
+with transparency, RGBA, 16-bit PNG) written by Pillow, and Pillow's own decoding of each,
+`Image.open(p).convert('RGB')`, as the reference (tests/fixtures/data/reference.safetensors).
+
+  tools/parity/setup.sh   # the shared venv
+  ~/.cache/exvit/parity-venv/bin/pip install -r tools/data/requirements.txt
+  ~/.cache/exvit/parity-venv/bin/python tools/data/make_fixtures.py
+"""
+from pathlib import Path
+
+import numpy as np
+import PIL
+from PIL import Image
+from safetensors.numpy import save_file
+
+OUT = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "data" / "images"
+
+
+def scene(w=48, h=36):
+    """A smooth gradient with edges and a bright disc: exercises chroma upsampling."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    r = 255 * x / (w - 1)
+    g = 255 * y / (h - 1)
+    b = 128 + 100 * np.sin(x / 3.0) * np.cos(y / 4.0)
+    disc = (x - w * 0.6) ** 2 + (y - h * 0.4) ** 2 < (h / 4) ** 2
+    r[disc], g[disc], b[disc] = 250, 240, 20
+    return Image.fromarray(np.clip(np.stack([r, g, b], -1), 0, 255).astype(np.uint8), "RGB")
+
+
+def main():
+    OUT.mkdir(parents=True, exist_ok=True)
+    im = scene()
+    files = {
+        "rgb_420.jpg": lambda p: im.save(p, "JPEG", quality=90),
+        "rgb_444.jpg": lambda p: im.save(p, "JPEG", quality=90, subsampling=0),
+        "rgb_q50.jpg": lambda p: im.save(p, "JPEG", quality=50),
+        "progressive.jpg": lambda p: im.save(p, "JPEG", quality=85, progressive=True),
+        "gray.jpg": lambda p: im.convert("L").save(p, "JPEG", quality=90),
+        "cmyk.jpg": lambda p: im.convert("CMYK").save(p, "JPEG", quality=95),
+        "png_named.JPEG": lambda p: im.save(p, "PNG"),
+        "rgba.png": lambda p: im.convert("RGBA").putalpha(80) or _rgba(im).save(p, "PNG"),
+        "gray.png": lambda p: im.convert("L").save(p, "PNG"),
+        "palette.gif": lambda p: im.convert("P", palette=Image.Palette.ADAPTIVE, colors=32).save(p, "GIF"),
+        "palette_trns.png": lambda p: _palette_trns(im).save(p, "PNG"),
+        "gray16.png": lambda p: _gray16(im).save(p, "PNG"),
+    }
+    ref = {}
+    for name, write in files.items():
+        path = OUT / name
+        write(path)
+        ref[name] = np.ascontiguousarray(np.asarray(Image.open(path).convert("RGB")))
+    save_file(ref, str(OUT.parent / "reference.safetensors"), metadata={"pillow": PIL.__version__})
+    print(f"{len(files)} images in {OUT}, reference from Pillow {PIL.__version__}")
+
+
+def _rgba(im):
+    a = im.convert("RGBA")
+    a.putalpha(Image.linear_gradient("L").resize(im.size))
+    return a
+
+
+def _palette_trns(im):
+    p = im.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    p.info["transparency"] = 3
+    return p
+
+
+def _gray16(im):
+    g = np.asarray(im.convert("L"), dtype=np.uint16) * 257 + 3
+    return Image.fromarray(g.astype(np.uint16))
+
+
+if __name__ == "__main__":
+    main()

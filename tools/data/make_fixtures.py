@@ -71,5 +71,26 @@ def _gray16(im):
     return Image.fromarray(g.astype(np.uint16))
 
 
+def make_devkit():
+    """A small devkit `meta.mat` as scipy writes it (struct array `synsets`, fields as in the
+    real devkit). Its ILSVRC2012_IDs deliberately do not follow the sorted-wnid order, and one
+    entry is a non-leaf node (id 1001), as in the real file."""
+    from scipy.io import savemat
+
+    wnids = ["n04579432", "n01440764", "n02123045", "n09999999", "n03000134"]
+    ids = [1, 2, 3, 1001, 4]
+    dtype = [("ILSVRC2012_ID", "O"), ("WNID", "O"), ("words", "O"), ("gloss", "O"),
+             ("num_children", "O"), ("children", "O"), ("wordnet_height", "O"), ("num_train_images", "O")]
+    synsets = np.zeros((len(ids), 1), dtype=dtype)
+    for i, (k, w) in enumerate(zip(ids, wnids)):
+        synsets[i, 0] = (np.array([[float(k)]]), w, f"words {w}", "gloss", np.array([[0.0]]),
+                         np.zeros((1, 0)), np.array([[0.0]]), np.array([[1300.0]]))
+    out = OUT.parent / "devkit"
+    out.mkdir(exist_ok=True)
+    savemat(str(out / "meta.mat"), {"synsets": synsets}, do_compression=True)
+    print(f"{out / 'meta.mat'}: {len(ids)} synsets")
+
+
 if __name__ == "__main__":
     main()
+    make_devkit()

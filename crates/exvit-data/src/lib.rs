@@ -5,6 +5,7 @@ pub mod check;
 pub mod classes;
 pub mod decode;
 pub mod manifest;
+pub mod matfile;
 pub mod source;
 
 pub use check::{check_dataset, CheckOptions, CheckReport, OnBadImage, Record, Status};

@@ -134,14 +134,13 @@ pub fn decode_rgb(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, DecodeError
     let rgb = match img {
         // Pillow opens 16-bit grayscale PNGs in mode "I;16" and its conversion to RGB clips
         // each value to 255 rather than scaling; match it (16-bit RGB is scaled by both).
-        DynamicImage::ImageLuma16(g) => image::RgbImage::from_fn(g.width(), g.height(), |x, y| {
-            let v = g.get_pixel(x, y)[0].min(255) as u8;
-            image::Rgb([v, v, v])
-        }),
-        DynamicImage::ImageLumaA16(g) => image::RgbImage::from_fn(g.width(), g.height(), |x, y| {
-            let v = g.get_pixel(x, y)[0].min(255) as u8;
-            image::Rgb([v, v, v])
-        }),
+        DynamicImage::ImageLuma16(_) | DynamicImage::ImageLumaA16(_) => {
+            let g = img.into_luma16();
+            image::RgbImage::from_fn(g.width(), g.height(), |x, y| {
+                let v = g.get_pixel(x, y)[0].min(255) as u8;
+                image::Rgb([v, v, v])
+            })
+        }
         img => img.into_rgb8(),
     };
     Ok(RgbImage { width: rgb.width(), height: rgb.height(), data: rgb.into_raw() })

@@ -6,6 +6,7 @@ pub mod classes;
 pub mod decode;
 pub mod manifest;
 pub mod matfile;
+pub mod pack;
 pub mod source;
 
 pub use check::{check_dataset, CheckOptions, CheckReport, OnBadImage, Record, Status};

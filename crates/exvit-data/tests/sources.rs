@@ -231,3 +231,30 @@ fn cifar_binary_release() {
     let e = open_cifar(&root, "test").unwrap_err().to_string();
     assert!(e.contains("test_batch.bin") && e.contains("not a multiple"), "{e}");
 }
+
+#[test]
+fn pack_writes_shards_that_read_back_as_the_same_dataset() {
+    let root = tmp("pack");
+    let train = root.join("train");
+    for (class, n) in [("a", 3), ("b", 2)] {
+        for i in 0..n {
+            let img = encode(&DynamicImage::ImageRgb8(gradient(4 + i, 5)), ImageFormat::Png);
+            write(&train.join(class).join(format!("{i}.png")), &img);
+        }
+    }
+    let ds = open_split(&train).unwrap();
+    let out = root.join("shards");
+    let shards = exvit_data::pack::pack_shards(&ds, &out, 2).unwrap();
+    assert_eq!(shards.len(), 3);
+    let packed = open_split(&out).unwrap();
+    assert_eq!(packed.layout, Layout::TarShards);
+    assert_eq!(packed.classes, ds.classes);
+    assert_eq!(
+        packed.samples.iter().map(|s| s.label).collect::<Vec<_>>(),
+        ds.samples.iter().map(|s| s.label).collect::<Vec<_>>()
+    );
+    for (a, b) in ds.samples.iter().zip(&packed.samples) {
+        assert_eq!(ds.read_bytes(a).unwrap(), packed.read_bytes(b).unwrap());
+    }
+    assert!(std::fs::read_dir(&out).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().contains(".tmp")));
+}

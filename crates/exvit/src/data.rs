@@ -35,10 +35,34 @@ pub enum DataCommand {
         #[arg(long, default_value_t = DEFAULT_MAX_PIXELS)]
         max_pixels: u64,
     },
+    /// Write an ImageFolder split as WebDataset-style tar shards (plus classes.txt).
+    Pack {
+        /// The ImageFolder split.
+        root: PathBuf,
+        /// Output folder for `shard-NNNNNN.tar` and `classes.txt`.
+        out: PathBuf,
+        /// Samples per shard.
+        #[arg(long, default_value_t = 10_000)]
+        per_shard: usize,
+    },
 }
 
 pub fn run(cmd: DataCommand) -> Result<()> {
     match cmd {
+        DataCommand::Pack { root, out, per_shard } => {
+            anyhow::ensure!(per_shard > 0, "--per-shard must be positive");
+            let ds = exvit_data::open_split(&root).with_context(|| format!("reading {}", root.display()))?;
+            let shards = exvit_data::pack::pack_shards(&ds, &out, per_shard)
+                .with_context(|| format!("packing {} into {}", root.display(), out.display()))?;
+            println!(
+                "packed {} samples of {} classes into {} shards in {}",
+                ds.samples.len(),
+                ds.classes.len(),
+                shards.len(),
+                out.display()
+            );
+            Ok(())
+        }
         DataCommand::Check { root, manifest_dir, on_bad_image, max_pixels } => {
             let on_bad_image = match on_bad_image {
                 BadImage::Skip => OnBadImage::Skip,

@@ -237,7 +237,7 @@ pub fn save_safetensors<B: Backend, M: Module<B>>(
     metadata: HashMap<String, String>,
 ) -> Result<(), WeightsError> {
     let named = named_tensors(model);
-    let mut buffers: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::with_capacity(named.len());
+    let mut buffers: Vec<RawTensor> = Vec::with_capacity(named.len());
     for t in named {
         let shape = t.data.shape.as_slice().to_vec();
         let values: Vec<f32> = t.data.convert::<f32>().to_vec().expect("f32 data");
@@ -248,7 +248,23 @@ pub fn save_safetensors<B: Backend, M: Module<B>>(
             buffers.push((t.key, Dtype::F32, shape, values.iter().flat_map(|v| v.to_le_bytes()).collect()));
         }
     }
-    let views: Vec<(String, TensorView)> = buffers
+    write_safetensors(path, &buffers, metadata)
+}
+
+/// One tensor to write: key, dtype, shape and little-endian bytes.
+pub type RawTensor = (String, Dtype, Vec<usize>, Vec<u8>);
+
+/// Writes `tensors` to `path` atomically: a temporary file in the same folder, then a rename
+/// (the temporary file is removed if the rename fails).
+///
+/// # Panics
+/// When a tensor's bytes do not match its dtype and shape (a caller bug).
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &[RawTensor],
+    metadata: HashMap<String, String>,
+) -> Result<(), WeightsError> {
+    let views: Vec<(String, TensorView)> = tensors
         .iter()
         .map(|(k, dt, s, b)| (k.clone(), TensorView::new(*dt, s.clone(), b).expect("consistent tensor view")))
         .collect();

@@ -98,19 +98,11 @@ pub fn run(a: BenchArgs) -> Result<()> {
         "mode": format!("{:?}", a.mode).to_lowercase(),
         "batch": a.batch,
         "size": a.size,
-        "threads": rayon_threads(),
+        "threads": rayon::current_num_threads(),
         "seconds_per_iter": secs,
         "img_per_s": a.batch as f64 / secs,
         "peak_rss_mib": peak_rss_mib(),
     });
     println!("{json}");
     Ok(())
-}
-
-/// Threads of the pool flex runs on (rayon's global pool: `RAYON_NUM_THREADS` or the cores).
-fn rayon_threads() -> usize {
-    std::env::var("RAYON_NUM_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }

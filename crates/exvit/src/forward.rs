@@ -11,7 +11,7 @@ use burn::tensor::TensorData;
 use burn_flex::{Flex, FlexDevice};
 use clap::Args;
 use exvit_zoo::refinit::{reference_init, reference_input};
-use exvit_zoo::{create_model, load_safetensors, LoadMode};
+use exvit_zoo::{create_model, load_safetensors, write_safetensors, LoadMode, RawTensor};
 use safetensors::{Dtype, SafeTensors};
 
 type B = Flex;
@@ -77,25 +77,6 @@ fn read_input(path: &Path, key: &str) -> Result<TensorData> {
     Ok(TensorData::new(values, shape))
 }
 
-/// Writes f32 tensors to `path` atomically (a temporary file, then a rename).
-fn write_outputs(
-    path: &Path,
-    tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
-    meta: HashMap<String, String>,
-) -> Result<()> {
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> =
-        tensors.into_iter().map(|(n, s, v)| (n, s, v.iter().flat_map(|x| x.to_le_bytes()).collect())).collect();
-    let views: Vec<(String, safetensors::tensor::TensorView)> = bytes
-        .iter()
-        .map(|(n, s, b)| Ok((n.clone(), safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b)?)))
-        .collect::<Result<_, safetensors::SafeTensorError>>()?;
-    let tmp = path.with_extension("safetensors.tmp");
-    safetensors::serialize_to_file(views, Some(meta), &tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
-    Ok(())
-}
-
 pub fn run(args: ForwardArgs) -> Result<()> {
     let dev = FlexDevice;
     ensure!(args.size >= 32 && args.batch >= 1, "--size must be at least 32 and --batch at least 1");
@@ -147,14 +128,15 @@ pub fn run(args: ForwardArgs) -> Result<()> {
     }
 
     if let Some(out) = &args.output {
-        let mut tensors = Vec::new();
+        let mut tensors: Vec<RawTensor> = Vec::new();
         for (name, data) in outs.into_named_data() {
             let shape = data.shape.as_slice().to_vec();
-            tensors.push((name, shape, data.to_vec::<f32>().context("reading an output")?));
+            let values = data.to_vec::<f32>().context("reading an output")?;
+            tensors.push((name, Dtype::F32, shape, values.iter().flat_map(|x| x.to_le_bytes()).collect()));
         }
         let meta =
             HashMap::from([("model".to_string(), args.model.clone()), ("seed".to_string(), args.seed.to_string())]);
-        write_outputs(out, tensors, meta)?;
+        write_safetensors(out, &tensors, meta).with_context(|| format!("writing {}", out.display()))?;
         println!("wrote   {}", out.display());
     }
     Ok(())

@@ -40,7 +40,12 @@ fn forward_prints_logits_shape_and_top_classes() {
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     assert_eq!(st.tensor("logits").unwrap().shape(), &[2, 1000]);
     assert_eq!(st.tensor("stages.4").unwrap().shape(), &[2, 80, 2, 2]);
-    assert!(!dir.join("out.safetensors.tmp").exists(), "temporary file left behind");
+    let leftovers: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left behind: {leftovers:?}");
 }
 
 #[test]

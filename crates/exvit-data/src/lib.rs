@@ -1,6 +1,7 @@
 //! exvit's data pipeline (part I): dataset sources with timm/torchvision class indices, robust
 //! image decoding, and Parquet manifests. It knows nothing of models.
 
+mod atomic;
 pub mod check;
 pub mod classes;
 pub mod decode;

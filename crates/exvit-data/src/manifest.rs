@@ -7,6 +7,7 @@ use std::path::Path;
 
 use polars::prelude::*;
 
+use crate::atomic::write_atomic;
 use crate::check::{Record, Status};
 use crate::source::DataError;
 
@@ -37,18 +38,7 @@ pub fn to_frame(records: &[Record]) -> PolarsResult<DataFrame> {
 /// Writes the manifest to `path` atomically.
 pub fn write_manifest(records: &[Record], path: &Path) -> Result<(), DataError> {
     let mut df = to_frame(records).map_err(polars_err(path))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    let io = |source| DataError::Io { path: path.to_path_buf(), source };
-    let file = File::create(&tmp).map_err(io)?;
-    if let Err(e) = ParquetWriter::new(file).finish(&mut df) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(polars_err(path)(e));
-    }
-    std::fs::rename(&tmp, path).map_err(|source| {
-        let _ = std::fs::remove_file(&tmp);
-        DataError::Io { path: path.to_path_buf(), source }
-    })
+    write_atomic(path, |file| ParquetWriter::new(file).finish(&mut df).map(drop).map_err(polars_err(path)))
 }
 
 /// Reads a manifest back.

@@ -1,12 +1,12 @@
 //! `exvit data pack`: an ImageFolder split to WebDataset-style tar shards
 //! (`shard-NNNNNN.tar` holding `NNNNNN.<ext>` + `NNNNNN.cls`, and `classes.txt`), for streaming
-//! at scale. Each shard is written to a temporary file and renamed, so an interrupted pack
-//! leaves only whole shards.
+//! at scale. Each shard and `classes.txt` is written to a temporary file and renamed, so an
+//! interrupted pack leaves only whole files.
 
-use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use crate::atomic::write_atomic;
 use crate::source::{DataError, Dataset, Location};
 
 /// Writes `ds` as tar shards of at most `per_shard` samples into `out` (created if needed).
@@ -21,24 +21,26 @@ pub fn pack_shards(ds: &Dataset, out: &Path, per_shard: usize) -> Result<Vec<Pat
     let mut shards = Vec::new();
     for (s, chunk) in ds.samples.chunks(per_shard).enumerate() {
         let path = out.join(format!("shard-{s:06}.tar"));
-        let tmp = out.join(format!(".shard-{s:06}.tar.tmp-{}", std::process::id()));
-        let mut b = tar::Builder::new(BufWriter::new(File::create(&tmp).map_err(io(&tmp))?));
-        for (i, sample) in chunk.iter().enumerate() {
-            let key = s * per_shard + i;
-            let ext = match &sample.location {
-                Location::File(p) => p.extension().map(|e| e.to_string_lossy().to_lowercase()).unwrap_or("bin".into()),
-                _ => "bin".to_string(),
-            };
-            let bytes = ds.read_bytes(sample)?;
-            append(&mut b, &format!("{key:06}.{ext}"), &bytes).map_err(io(&tmp))?;
-            append(&mut b, &format!("{key:06}.cls"), sample.label.to_string().as_bytes()).map_err(io(&tmp))?;
-        }
-        b.into_inner().and_then(|mut w| w.flush()).map_err(io(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        write_atomic(&path, |file| {
+            let mut b = tar::Builder::new(BufWriter::new(file));
+            for (i, sample) in chunk.iter().enumerate() {
+                let key = s * per_shard + i;
+                let ext = match &sample.location {
+                    Location::File(p) => {
+                        p.extension().map(|e| e.to_string_lossy().to_lowercase()).unwrap_or("bin".into())
+                    }
+                    _ => "bin".to_string(),
+                };
+                let bytes = ds.read_bytes(sample)?;
+                append(&mut b, &format!("{key:06}.{ext}"), &bytes).map_err(io(&path))?;
+                append(&mut b, &format!("{key:06}.cls"), sample.label.to_string().as_bytes()).map_err(io(&path))?;
+            }
+            b.into_inner().and_then(|mut w| w.flush()).map_err(io(&path))
+        })?;
         shards.push(path);
     }
     let classes = out.join("classes.txt");
-    std::fs::write(&classes, ds.classes.join("\n") + "\n").map_err(io(&classes))?;
+    write_atomic(&classes, |mut f| f.write_all((ds.classes.join("\n") + "\n").as_bytes()).map_err(io(&classes)))?;
     Ok(shards)
 }
 

@@ -1,12 +1,17 @@
 """Regenerates exvit-data's decoding fixtures: small images with the quirks of real datasets
-(CMYK JPEG, grayscale JPEG, 4:2:0 and 4:4:4 JPEG, a PNG named .JPEG, palette GIF, palette PNG
+(CMYK and YCCK JPEG, grayscale JPEG, 4:2:0 and 4:4:4 JPEG, a PNG named .JPEG, palette GIF, palette PNG
 with transparency, RGBA, 16-bit PNG) written by Pillow, and Pillow's own decoding of each,
 `Image.open(p).convert('RGB')`, as the reference (tests/fixtures/data/reference.safetensors).
 
   tools/parity/setup.sh   # the shared venv
   ~/.cache/exvit/parity-venv/bin/pip install -r tools/data/requirements.txt
   ~/.cache/exvit/parity-venv/bin/python tools/data/make_fixtures.py
+
+Pillow cannot write YCCK, so that file is written by tools/data/ycck.c (built here with gcc
+against the system libjpeg, Debian's libjpeg62-turbo-dev) from the CMYK image's bytes.
 """
+import subprocess
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +43,7 @@ def main():
         "progressive.jpg": lambda p: im.save(p, "JPEG", quality=85, progressive=True),
         "gray.jpg": lambda p: im.convert("L").save(p, "JPEG", quality=90),
         "cmyk.jpg": lambda p: im.convert("CMYK").save(p, "JPEG", quality=95),
+        "ycck.jpg": lambda p: _ycck(im, p),
         "png_named.JPEG": lambda p: im.save(p, "PNG"),
         "rgba.png": lambda p: im.convert("RGBA").putalpha(80) or _rgba(im).save(p, "PNG"),
         "gray.png": lambda p: im.convert("L").save(p, "PNG"),
@@ -50,8 +56,28 @@ def main():
         path = OUT / name
         write(path)
         ref[name] = np.ascontiguousarray(np.asarray(Image.open(path).convert("RGB")))
+    # DCT-scaled decoding (the loader's fast path) against Pillow's draft mode, which sets
+    # libjpeg's scale_denom and keeps the accurate IDCT and fancy upsampling.
+    for name in ["rgb_420.jpg", "progressive.jpg", "ycck.jpg"]:
+        for denom in [2, 4]:
+            with Image.open(OUT / name) as d:
+                d.draft(d.mode, (-(-d.width // denom), -(-d.height // denom)))
+                assert d.size == (-(-im.width // denom), -(-im.height // denom)), (name, denom, d.size)
+                ref[f"{name}@{denom}"] = np.ascontiguousarray(np.asarray(d.convert("RGB")))
     save_file(ref, str(OUT.parent / "reference.safetensors"), metadata={"pillow": PIL.__version__})
     print(f"{len(files)} images in {OUT}, reference from Pillow {PIL.__version__}")
+
+
+def _ycck(im, path):
+    cmyk = im.convert("CMYK")
+    # Pillow stores CMYK JPEGs Adobe-inverted ("CMYK;I"): write the same convention.
+    raw = 255 - np.asarray(cmyk, dtype=np.uint8)
+    with tempfile.TemporaryDirectory() as tmp:
+        exe, src = Path(tmp) / "ycck", Path(tmp) / "in.cmyk"
+        subprocess.run(["gcc", "-O2", str(Path(__file__).with_name("ycck.c")), "-ljpeg", "-o", str(exe)], check=True)
+        src.write_bytes(np.ascontiguousarray(raw).tobytes())
+        subprocess.run([str(exe), str(im.width), str(im.height), str(src), str(path)], check=True)
+    assert Image.open(path).mode == "CMYK"
 
 
 def _rgba(im):

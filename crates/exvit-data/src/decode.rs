@@ -1,6 +1,7 @@
 //! Image decoding that trusts the bytes, not the file name: the format is sniffed from the
 //! magic bytes, the header's size is checked against a pixel cap before any pixel is decoded,
-//! and every result is 8-bit RGB (grayscale, palette, RGBA and CMYK are converted).
+//! and every result is 8-bit RGB (grayscale, palette, RGBA and CMYK are converted). JPEG goes
+//! through libjpeg-turbo ([`crate::jpeg`]); PNG and GIF through the `image` crate.
 
 use std::io::Cursor;
 
@@ -99,6 +100,13 @@ fn magic_hex(bytes: &[u8]) -> String {
 
 /// Reads the size from the header only, enforcing `max_pixels`.
 pub fn probe(bytes: &[u8], max_pixels: u64) -> Result<(Format, u32, u32), DecodeError> {
+    if sniff(bytes) == Some(Format::Jpeg) {
+        let h = crate::jpeg::jpeg_header(bytes)?;
+        if h.width as u64 * h.height as u64 > max_pixels {
+            return Err(DecodeError::TooLarge { width: h.width, height: h.height, max: max_pixels });
+        }
+        return Ok((Format::Jpeg, h.width, h.height));
+    }
     let (format, decoder) = decoder(bytes, max_pixels)?;
     let (w, h) = decoder.dimensions();
     Ok((format, w, h))
@@ -126,8 +134,11 @@ fn decoder(bytes: &[u8], max_pixels: u64) -> Result<(Format, impl ImageDecoder +
 
 /// Decodes `bytes` to 8-bit RGB, as Pillow's `Image.open(p).convert('RGB')`: grayscale is
 /// replicated, palette images are expanded, alpha is dropped (not composited), CMYK is
-/// converted.
+/// converted. JPEGs go through libjpeg-turbo (see [`crate::jpeg`]), so they match exactly.
 pub fn decode_rgb(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, DecodeError> {
+    if sniff(bytes) == Some(Format::Jpeg) {
+        return crate::jpeg::decode_jpeg(bytes, max_pixels, 1, None);
+    }
     let (format, decoder) = decoder(bytes, max_pixels)?;
     let img = DynamicImage::from_decoder(decoder)
         .map_err(|e| DecodeError::Corrupt { format: format.name(), message: e.to_string() })?;

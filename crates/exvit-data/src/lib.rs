@@ -9,7 +9,11 @@ pub mod jpeg;
 pub mod manifest;
 pub mod matfile;
 pub mod pack;
+pub mod resize;
+pub mod rng;
+pub mod sampler;
 pub mod source;
+pub mod transform;
 
 pub use check::{check_dataset, CheckOptions, CheckReport, OnBadImage, Record, Status};
 pub use decode::{decode_rgb, sniff, DecodeError, Format, RgbImage, DEFAULT_MAX_PIXELS};

@@ -102,7 +102,8 @@ int exvit_jpeg_header(const unsigned char *buf, unsigned long len, exvit_jpeg_re
 /* The body of exvit_jpeg_decode, in its own frame: it changes its arguments, which must not
  * live in the frame that called setjmp. Errors longjmp back to that frame. */
 static int exvit_decode_body(struct jpeg_decompress_struct *cinfo, unsigned long long max_pixels, int scale_denom,
-                             int x, int y, int w, int h, unsigned char *out, size_t out_cap, exvit_jpeg_result *res) {
+                             int fast, int x, int y, int w, int h, unsigned char *out, size_t out_cap,
+                             exvit_jpeg_result *res) {
     JDIMENSION xoff, width, row;
     size_t stride;
     if ((unsigned long long)cinfo->image_width * cinfo->image_height > max_pixels) return -3;
@@ -113,8 +114,9 @@ static int exvit_decode_body(struct jpeg_decompress_struct *cinfo, unsigned long
     }
     cinfo->scale_num = 1;
     cinfo->scale_denom = (unsigned int)(scale_denom > 0 ? scale_denom : 1);
-    cinfo->dct_method = JDCT_ISLOW;
-    cinfo->do_fancy_upsampling = TRUE;
+    /* Pillow's settings, unless the caller asks for speed over Pillow's exact pixels. */
+    cinfo->dct_method = fast ? JDCT_IFAST : JDCT_ISLOW;
+    cinfo->do_fancy_upsampling = fast ? FALSE : TRUE;
     jpeg_start_decompress(cinfo);
     res->out_width = (int)cinfo->output_width;
     res->out_height = (int)cinfo->output_height;
@@ -158,20 +160,21 @@ static int exvit_decode_body(struct jpeg_decompress_struct *cinfo, unsigned long
 }
 
 /*
- * Decodes the window (x, y, w, h) of the image scaled by 1/scale_denom (1, 2, 4 or 8) into
+ * Decodes the window (x, y, w, h) of the image scaled by 1/scale_denom (1, 2, 4 or 8) (with
+ * the fast integer IDCT and plain chroma upsampling when `fast`, else Pillow's settings) into
  * `out`, rows packed (stride = res->w * res->out_components). w <= 0 means the whole image.
  * libjpeg can only start a row at an iMCU boundary, so res->x0 may be left of x and res->w
  * wider than w: the caller cuts the rest. Returns 0, -1 (error, message set), -2 (the window
  * needs res->needed bytes, more than out_cap) or -3 (the header claims more than max_pixels).
  */
 int exvit_jpeg_decode(const unsigned char *buf, unsigned long len, unsigned long long max_pixels,
-                      int scale_denom, int x, int y, int w, int h, unsigned char *out, size_t out_cap,
+                      int scale_denom, int fast, int x, int y, int w, int h, unsigned char *out, size_t out_cap,
                       exvit_jpeg_result *res) {
     struct jpeg_decompress_struct cinfo;
     exvit_error err;
     int rc;
     EXVIT_BEGIN(cinfo, err, res, buf, len)
-    rc = exvit_decode_body(&cinfo, max_pixels, scale_denom, x, y, w, h, out, out_cap, res);
+    rc = exvit_decode_body(&cinfo, max_pixels, scale_denom, fast, x, y, w, h, out, out_cap, res);
     jpeg_destroy_decompress(&cinfo);
     return rc;
 }

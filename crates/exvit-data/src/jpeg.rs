@@ -66,6 +66,7 @@ extern "C" {
         len: c_ulong,
         max_pixels: c_ulonglong,
         scale_denom: c_int,
+        fast: c_int,
         x: c_int,
         y: c_int,
         w: c_int,
@@ -177,6 +178,34 @@ pub fn decode_jpeg(
     scale_denom: u32,
     window: Option<Window>,
 ) -> Result<RgbImage, DecodeError> {
+    let mut data = Vec::new();
+    let (width, height) = decode_jpeg_into(bytes, max_pixels, scale_denom, window, &mut data)?;
+    Ok(RgbImage { width, height, data })
+}
+
+/// [`decode_jpeg`] into a caller's buffer (reused across images by the loader, so that a
+/// steady state allocates nothing); returns the width and height written.
+pub fn decode_jpeg_into(
+    bytes: &[u8],
+    max_pixels: u64,
+    scale_denom: u32,
+    window: Option<Window>,
+    out: &mut Vec<u8>,
+) -> Result<(u32, u32), DecodeError> {
+    decode_jpeg_with(bytes, max_pixels, scale_denom, false, window, out)
+}
+
+/// [`decode_jpeg_into`], optionally `fast`: libjpeg's fast integer IDCT and plain (not
+/// "fancy") chroma upsampling. Faster, but the pixels differ from Pillow's by a few levels;
+/// for training augmentation only.
+pub fn decode_jpeg_with(
+    bytes: &[u8],
+    max_pixels: u64,
+    scale_denom: u32,
+    fast: bool,
+    window: Option<Window>,
+    out: &mut Vec<u8>,
+) -> Result<(u32, u32), DecodeError> {
     if !matches!(scale_denom, 1 | 2 | 4 | 8) {
         return Err(corrupt(format!("scale 1/{scale_denom} is not one of 1, 1/2, 1/4, 1/8")));
     }
@@ -203,7 +232,6 @@ pub fn decode_jpeg(
     let ask_x = win.x.saturating_sub(MARGIN);
     let ask_w = (win.x + win.w + MARGIN).min(sw) - ask_x;
     let mut cap = ((ask_w + MARGIN).min(sw) as usize) * win.h as usize * comps;
-    let mut out: Vec<u8> = Vec::new();
     let mut res = RawResult::new();
     for _ in 0..2 {
         out.resize(cap, 0);
@@ -215,6 +243,7 @@ pub fn decode_jpeg(
                 len,
                 max_pixels,
                 scale_denom as c_int,
+                fast as c_int,
                 ask_x as c_int,
                 win.y as c_int,
                 ask_w as c_int,
@@ -241,8 +270,8 @@ pub fn decode_jpeg(
     let stride = res.w as usize * got_comps;
     let dx = (win.x - res.x0 as u32) as usize;
     out.truncate(stride * win.h as usize);
-    compact(&mut out, stride, dx, win.w as usize, win.h as usize, got_comps);
-    Ok(RgbImage { width: win.w, height: win.h, data: out })
+    compact(out, stride, dx, win.w as usize, win.h as usize, got_comps);
+    Ok((win.w, win.h))
 }
 
 /// In place: keeps columns `dx..dx + w` of each row and converts CMYK to RGB. Every write

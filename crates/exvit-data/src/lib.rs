@@ -6,6 +6,7 @@ pub mod check;
 pub mod classes;
 pub mod decode;
 pub mod jpeg;
+pub mod loader;
 pub mod manifest;
 pub mod matfile;
 pub mod pack;
@@ -17,5 +18,5 @@ pub mod transform;
 
 pub use check::{check_dataset, CheckOptions, CheckReport, OnBadImage, Record, Status};
 pub use decode::{decode_rgb, sniff, DecodeError, Format, RgbImage, DEFAULT_MAX_PIXELS};
-pub use jpeg::{decode_jpeg, jpeg_header, JpegColor, JpegHeader, Window};
+pub use jpeg::{decode_jpeg, decode_jpeg_into, jpeg_header, JpegColor, JpegHeader, Window};
 pub use source::{discover, open_cifar, open_split, DataError, Dataset, Layout, Location, Sample};

@@ -47,6 +47,9 @@ pub enum DataError {
         /// Why.
         source: DecodeError,
     },
+    /// The loader could not start its threads.
+    #[error("the data loader could not start: {0}")]
+    Loader(String),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
@@ -141,6 +144,31 @@ impl Dataset {
         }
     }
 
+    /// [`Dataset::read_bytes`] into a caller's buffer (cleared first), reused across samples.
+    pub fn read_bytes_into(&self, sample: &Sample, buf: &mut Vec<u8>) -> Result<(), DataError> {
+        use std::io::Read;
+        buf.clear();
+        let (path, offset, len) = match &sample.location {
+            Location::File(p) => (p, 0, None),
+            Location::Tar { shard, offset, len, .. } => (shard, *offset, Some(*len)),
+            Location::Cifar { file, offset } => (file, *offset, Some(CIFAR_RECORD_PIXELS)),
+        };
+        let mut f = File::open(path).map_err(io(path))?;
+        match len {
+            None => {
+                let size = f.metadata().map(|m| m.len() as usize).unwrap_or(0);
+                buf.reserve(size);
+                f.read_to_end(buf).map_err(io(path))?;
+            }
+            Some(len) => {
+                f.seek(SeekFrom::Start(offset)).map_err(io(path))?;
+                buf.resize(len as usize, 0);
+                f.read_exact(buf).map_err(io(path))?;
+            }
+        }
+        Ok(())
+    }
+
     /// The sample as 8-bit RGB.
     pub fn load_rgb(&self, sample: &Sample, max_pixels: u64) -> Result<RgbImage, DataError> {
         let bytes = self.read_bytes(sample)?;
@@ -160,7 +188,7 @@ fn read_range(path: &Path, offset: u64, len: u64) -> Result<Vec<u8>, DataError> 
 }
 
 /// CIFAR's planar record (R plane, G plane, B plane) as interleaved RGB.
-fn cifar_rgb(planes: &[u8]) -> RgbImage {
+pub(crate) fn cifar_rgb(planes: &[u8]) -> RgbImage {
     let mut data = Vec::with_capacity(3072);
     for i in 0..1024 {
         data.extend_from_slice(&[planes[i], planes[1024 + i], planes[2048 + i]]);

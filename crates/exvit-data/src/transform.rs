@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::decode::{DecodeError, RgbImage};
-use crate::jpeg::{decode_jpeg, jpeg_header, scaled_size, Window};
+use crate::jpeg::{decode_jpeg_into, decode_jpeg_with, jpeg_header, scaled_size, Window};
 use crate::resize::{Filter, Resample, ResizeScratch, RgbView};
 use crate::rng::Rng;
 
@@ -114,26 +114,110 @@ pub fn to_chw(rgb: &[u8], w: usize, h: usize, flip: bool, norm: &Normalize, out:
     assert_eq!(rgb.len(), w * h * 3, "to_chw: {w}x{h} needs {} bytes", w * h * 3);
     assert_eq!(out.len(), w * h * 3, "to_chw: {w}x{h} needs {} floats", w * h * 3);
     let plane = w * h;
-    for c in 0..3 {
-        let dst_c = if norm.bgr { 2 - c } else { c };
-        // A table of the 256 values, computed as torchvision does (f32 `v / 255`, then
-        // `(x - mean) / std`), so the result is bit-identical and costs one load per value.
-        let lut: [f32; 256] = std::array::from_fn(|v| (v as f32 / 255.0 - norm.mean[c]) / norm.std[c]);
-        let dst = &mut out[dst_c * plane..(dst_c + 1) * plane];
-        for y in 0..h {
-            let src = &rgb[y * w * 3..(y + 1) * w * 3];
-            let row = &mut dst[y * w..(y + 1) * w];
-            if flip {
-                for (d, p) in row.iter_mut().rev().zip(src.chunks_exact(3)) {
-                    *d = lut[p[c] as usize];
-                }
-            } else {
-                for (d, p) in row.iter_mut().zip(src.chunks_exact(3)) {
-                    *d = lut[p[c] as usize];
-                }
-            }
+    // Tables of the 256 values per channel, computed as torchvision does (f32 `v / 255`, then
+    // `(x - mean) / std`), so the result is bit-identical and costs one load per value.
+    let luts: [[f32; 256]; 3] =
+        std::array::from_fn(|c| std::array::from_fn(|v| (v as f32 / 255.0 - norm.mean[c]) / norm.std[c]));
+    let order = if norm.bgr { [2, 1, 0] } else { [0, 1, 2] };
+    let (p0, rest) = out.split_at_mut(plane);
+    let (p1, p2) = rest.split_at_mut(plane);
+    let mut planes = [p0, p1, p2];
+    // planes[k] receives source channel order[k].
+    let [a, b, c] = &mut planes;
+    let (la, lb, lc) = (&luts[order[0]], &luts[order[1]], &luts[order[2]]);
+    let (ca, cb, cc) = (order[0], order[1], order[2]);
+    for y in 0..h {
+        let src = &rgb[y * w * 3..(y + 1) * w * 3];
+        let (ra, rb, rc) = (&mut a[y * w..(y + 1) * w], &mut b[y * w..(y + 1) * w], &mut c[y * w..(y + 1) * w]);
+        // The first `done` pixels go through SIMD when the CPU has AVX2 (same operations in
+        // the same order, so the same bits); the rest through the tables.
+        let mut done = 0;
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            let ms = [norm.mean[order[0]], norm.mean[order[1]], norm.mean[order[2]]];
+            let ss = [norm.std[order[0]], norm.std[order[1]], norm.std[order[2]]];
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            done = unsafe { row_to_planes_avx2(src, [ca, cb, cc], ms, ss, flip, [ra, rb, rc]) };
+        }
+        for x in done..w {
+            let p = &src[x * 3..x * 3 + 3];
+            let d = if flip { w - 1 - x } else { x };
+            ra[d] = la[p[ca] as usize];
+            rb[d] = lb[p[cb] as usize];
+            rc[d] = lc[p[cc] as usize];
         }
     }
+}
+
+/// 16 pixels at a time: de-interleaves RGB with byte shuffles, widens to f32, then
+/// `(v / 255 - mean) / std` with IEEE division, as torchvision computes it. Writes pixel `x`
+/// of `src` to position `x` of each plane (`w - 1 - x` when flipping) and returns how many
+/// pixels it did (a multiple of 16; the caller does the rest).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn row_to_planes_avx2(
+    src: &[u8],
+    chans: [usize; 3],
+    mean: [f32; 3],
+    std: [f32; 3],
+    flip: bool,
+    planes: [&mut [f32]; 3],
+) -> usize {
+    use std::arch::x86_64::*;
+    let w = src.len() / 3;
+    let n = w / 16 * 16;
+    // Shuffle masks that gather channel c (bytes c, c+3, …) of 16 pixels from 3 vectors.
+    let mask = |c: usize, part: usize| -> __m128i {
+        let mut m = [-1i8; 16];
+        for (i, mi) in m.iter_mut().enumerate() {
+            let byte = i * 3 + c; // byte of pixel i in the 48
+            if byte / 16 == part {
+                *mi = (byte % 16) as i8;
+            }
+        }
+        _mm_loadu_si128(m.as_ptr() as *const __m128i)
+    };
+    let masks: [[__m128i; 3]; 3] = [
+        [mask(0, 0), mask(0, 1), mask(0, 2)],
+        [mask(1, 0), mask(1, 1), mask(1, 2)],
+        [mask(2, 0), mask(2, 1), mask(2, 2)],
+    ];
+    let reverse = _mm_setr_epi8(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    let d255 = _mm256_set1_ps(255.0);
+    let [pa, pb, pc] = planes;
+    let outs = [pa, pb, pc];
+    let mut x = 0;
+    while x < n {
+        let p = src.as_ptr().add(x * 3);
+        let v = [
+            _mm_loadu_si128(p as *const __m128i),
+            _mm_loadu_si128(p.add(16) as *const __m128i),
+            _mm_loadu_si128(p.add(32) as *const __m128i),
+        ];
+        for k in 0..3 {
+            let m = &masks[chans[k]];
+            let mut bytes = _mm_or_si128(
+                _mm_or_si128(_mm_shuffle_epi8(v[0], m[0]), _mm_shuffle_epi8(v[1], m[1])),
+                _mm_shuffle_epi8(v[2], m[2]),
+            );
+            let dst = if flip {
+                bytes = _mm_shuffle_epi8(bytes, reverse);
+                w - x - 16
+            } else {
+                x
+            };
+            let lo = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes));
+            let hi = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128::<8>(bytes)));
+            let (mv, sv) = (_mm256_set1_ps(mean[k]), _mm256_set1_ps(std[k]));
+            let lo = _mm256_div_ps(_mm256_sub_ps(_mm256_div_ps(lo, d255), mv), sv);
+            let hi = _mm256_div_ps(_mm256_sub_ps(_mm256_div_ps(hi, d255), mv), sv);
+            let out = outs[k].as_mut_ptr().add(dst);
+            _mm256_storeu_ps(out, lo);
+            _mm256_storeu_ps(out.add(8), hi);
+        }
+        x += 16;
+    }
+    n
 }
 
 /// RandomResizedCrop + horizontal flip, as timm/cvnets train.
@@ -149,9 +233,10 @@ pub struct TrainTransform {
     pub filter: Filter,
     /// Probability of a horizontal flip (0.5).
     pub hflip: f64,
-    /// Decode JPEGs at 1/2, 1/4 or 1/8 scale when the crop is at least that many times the
-    /// output (libjpeg's DCT scaling): much faster, but the pixels are no longer Pillow's.
-    pub dct_scaling: bool,
+    /// Decode JPEGs fast: at 1/2, 1/4 or 1/8 scale when the crop is at least that many times
+    /// the output (libjpeg's DCT scaling), with the fast integer IDCT and plain chroma
+    /// upsampling. Faster, but the pixels are no longer Pillow's (off by default).
+    pub fast_decode: bool,
 }
 
 impl TrainTransform {
@@ -163,7 +248,7 @@ impl TrainTransform {
             ratio: (3.0 / 4.0, 4.0 / 3.0),
             filter: Filter::Bilinear,
             hflip: 0.5,
-            dct_scaling: false,
+            fast_decode: false,
         }
     }
 }
@@ -219,6 +304,9 @@ pub enum Input<'a> {
 pub struct Scratch {
     resize: ResizeScratch,
     pixels: Vec<u8>,
+    decoded: Vec<u8>,
+    /// The sample's bytes, reused by the loader.
+    pub bytes: Vec<u8>,
 }
 
 /// Time spent per stage, for the loader's breakdown (nanoseconds).
@@ -292,7 +380,7 @@ pub fn apply(
                 times.crop += elapsed(&mut t);
                 let (view_img, crop_full) = match jpeg {
                     Some(bytes) => {
-                        let denom = if tt.dct_scaling {
+                        let denom = if tt.fast_decode {
                             [8usize, 4, 2]
                                 .into_iter()
                                 .find(|&d| b.width >= d * size && b.height >= d * size)
@@ -305,7 +393,16 @@ pub fn apply(
                         let x1 = (b.left + b.width).div_ceil(denom).min(sw as usize);
                         let y1 = (b.top + b.height).div_ceil(denom).min(sh as usize);
                         let win = Window { x: x0 as u32, y: y0 as u32, w: (x1 - x0) as u32, h: (y1 - y0) as u32 };
-                        (decode_jpeg(bytes, max_pixels, denom as u32, Some(win))?, true)
+                        let mut data = std::mem::take(&mut scratch.decoded);
+                        let r = decode_jpeg_with(bytes, max_pixels, denom as u32, tt.fast_decode, Some(win), &mut data);
+                        let (w, h) = match r {
+                            Ok(wh) => wh,
+                            Err(e) => {
+                                scratch.decoded = data;
+                                return Err(e);
+                            }
+                        };
+                        (RgbImage { width: w, height: h, data }, true)
                     }
                     None => (
                         decoded.unwrap_or_else(|| match &input {
@@ -324,6 +421,9 @@ pub fn apply(
                 times.resize += elapsed(&mut t);
                 to_chw(&rest, size, size, flip, norm, out);
                 times.to_tensor += elapsed(&mut t);
+                if crop_full {
+                    scratch.decoded = view_img.data;
+                }
             }
             Transform::Eval(et) => {
                 let (w, h) = match (&input, jpeg) {
@@ -357,7 +457,14 @@ pub fn apply(
                 let (img, x0, y0) = match (&input, jpeg) {
                     (_, Some(bytes)) => {
                         let win = Window { x: nx as u32, y: ny as u32, w: nw as u32, h: nh as u32 };
-                        (decode_jpeg(bytes, max_pixels, 1, Some(win))?, nx, ny)
+                        let mut data = std::mem::take(&mut scratch.decoded);
+                        match decode_jpeg_into(bytes, max_pixels, 1, Some(win), &mut data) {
+                            Ok((w, h)) => (RgbImage { width: w, height: h, data }, nx, ny),
+                            Err(e) => {
+                                scratch.decoded = data;
+                                return Err(e);
+                            }
+                        }
                     }
                     (Input::Encoded(b), None) => (crate::decode::decode_rgb(b, max_pixels)?, 0, 0),
                     (Input::Rgb(img), None) => (img.clone(), 0, 0),
@@ -368,6 +475,9 @@ pub fn apply(
                 times.resize += elapsed(&mut t);
                 to_chw(&rest, size, size, false, norm, out);
                 times.to_tensor += elapsed(&mut t);
+                if jpeg.is_some() {
+                    scratch.decoded = img.data;
+                }
             }
         }
         Ok(())

@@ -213,13 +213,13 @@ fn to_tensor_flips_normalises_and_orders_channels() {
     }
 }
 
-/// DCT scaling changes pixels (libjpeg's scaled IDCT instead of Pillow's full decode + resize),
-/// so it is off by default; when on, it stays close to the exact result.
+/// Fast decoding changes pixels (DCT scaling, fast IDCT, plain upsampling instead of Pillow's
+/// full decode + resize), so it is off by default; when on, it stays close to the exact result.
 #[test]
-fn dct_scaling_is_close_to_exact() {
+fn fast_decode_is_close_to_exact() {
     let bytes = image_bytes("transform.jpg");
     let exact = TrainTransform { scale: (0.9, 1.0), ..TrainTransform::new(24) };
-    let fast = TrainTransform { dct_scaling: true, ..exact };
+    let fast = TrainTransform { fast_decode: true, ..exact };
     let mut worst = 0f32;
     for i in 0..10u64 {
         let mut a = vec![0f32; 3 * 24 * 24];
@@ -243,4 +243,32 @@ fn dct_scaling_is_close_to_exact() {
     }
     // Crops of ≥ 87 px to 24 px decode at 1/2 (or 1/4); the images differ, but little.
     assert!(worst > 0.0 && worst < 0.06, "mean |exact - dct-scaled| = {worst}");
+}
+
+/// The SIMD path (16 pixels at a time, on AVX2 machines) and the scalar tail give the same bits
+/// as torchvision's formula, `(v / 255 - mean) / std` in f32, with flips and BGR, at widths
+/// that are and are not multiples of 16.
+#[test]
+fn to_tensor_simd_equals_the_formula_bit_for_bit() {
+    for (w, h) in [(37usize, 5usize), (32, 3), (15, 2)] {
+        let rgb: Vec<u8> = (0..w * h * 3).map(|i| ((i * 73 + 11) % 256) as u8).collect();
+        for norm in [Normalize::default(), Normalize::imagenet(), Normalize { bgr: true, ..Normalize::imagenet() }] {
+            for flip in [false, true] {
+                let mut out = vec![0f32; w * h * 3];
+                to_chw(&rgb, w, h, flip, &norm, &mut out);
+                for y in 0..h {
+                    for x in 0..w {
+                        for c in 0..3 {
+                            let v = rgb[(y * w + x) * 3 + c] as f32;
+                            let want = (v / 255.0 - norm.mean[c]) / norm.std[c];
+                            let plane = if norm.bgr { 2 - c } else { c };
+                            let dx = if flip { w - 1 - x } else { x };
+                            let got = out[plane * w * h + y * w + dx];
+                            assert_eq!(got.to_bits(), want.to_bits(), "{w}x{h} flip {flip} {norm:?} at ({x},{y}) c{c}");
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

@@ -77,29 +77,45 @@ impl Default for Replica {
     }
 }
 
-/// Fixed-resolution batches for one epoch, sharded and padded as the module docs say.
-/// `drop_last` drops the rank's last partial batch instead of wrapping (evaluation keeps it
-/// partial with `pad = false`).
-pub fn fixed_batches(
-    n: usize,
-    batch: usize,
-    size: usize,
-    seed: u64,
-    epoch: u64,
-    shuffle: bool,
-    replica: Replica,
-    pad: bool,
-) -> Vec<BatchPlan> {
-    assert!(batch > 0, "batch size 0");
-    let order = epoch_order(n, seed, epoch, shuffle);
-    let mine = shard(&order, replica.rank, replica.world);
-    let list = if pad {
-        let per_rank = n.div_ceil(replica.world);
-        wrap_to(&mine, per_rank.div_ceil(batch) * batch)
-    } else {
-        mine
-    };
-    list.chunks(batch).map(|c| BatchPlan { indices: c.to_vec(), size }).collect()
+/// Fixed-resolution batches: the usual sampler, and evaluation's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Fixed {
+    /// Batch size per replica.
+    pub batch: usize,
+    /// Resolution.
+    pub size: usize,
+    /// Shuffle each epoch (training) or keep the dataset's order (evaluation).
+    pub shuffle: bool,
+    /// Pad each rank's list by wrapping around, so that every batch is full and every rank
+    /// runs the same number of batches (training); without it the last batch is partial and
+    /// every sample appears exactly once (evaluation).
+    pub pad: bool,
+}
+
+impl Fixed {
+    /// Training: shuffled, padded.
+    pub fn train(batch: usize, size: usize) -> Self {
+        Fixed { batch, size, shuffle: true, pad: true }
+    }
+
+    /// Evaluation: in order, unpadded.
+    pub fn eval(batch: usize, size: usize) -> Self {
+        Fixed { batch, size, shuffle: false, pad: false }
+    }
+
+    /// The epoch's batches for `replica`, sharded and padded as the module docs say.
+    pub fn batches(&self, n: usize, seed: u64, epoch: u64, replica: Replica) -> Vec<BatchPlan> {
+        assert!(self.batch > 0, "batch size 0");
+        let order = epoch_order(n, seed, epoch, self.shuffle);
+        let mine = shard(&order, replica.rank, replica.world);
+        let list = if self.pad {
+            let per_rank = n.div_ceil(replica.world);
+            wrap_to(&mine, per_rank.div_ceil(self.batch) * self.batch)
+        } else {
+            mine
+        };
+        list.chunks(self.batch).map(|c| BatchPlan { indices: c.to_vec(), size: self.size }).collect()
+    }
 }
 
 /// ml-cvnets' batch-size rule.

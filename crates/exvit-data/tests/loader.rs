@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use exvit_data::loader::{Batch, Loader, LoaderConfig};
-use exvit_data::sampler::{fixed_batches, Replica};
+use exvit_data::sampler::{Fixed, Replica};
 use exvit_data::transform::{EvalTransform, TrainTransform, Transform};
 use exvit_data::{open_cifar, open_split, resize::Filter, Dataset, OnBadImage};
 use image::{DynamicImage, ImageFormat, Rgb, RgbImage};
@@ -48,7 +48,8 @@ fn folder(tag: &str) -> (PathBuf, Dataset) {
 }
 
 fn run(ds: &Arc<Dataset>, cfg: &LoaderConfig, batch: usize, start: usize) -> Vec<Batch> {
-    let plan = fixed_batches(ds.samples.len(), batch, 24, cfg.seed, 1, true, Replica::default(), false);
+    let plan =
+        Fixed { batch, size: 24, shuffle: true, pad: false }.batches(ds.samples.len(), cfg.seed, 1, Replica::default());
     Loader::start(ds.clone(), plan, 1, start, cfg.clone()).unwrap().map(|b| b.unwrap()).collect()
 }
 
@@ -101,7 +102,8 @@ fn bad_images_are_skipped_and_reported_or_stop_the_run() {
     assert_eq!(batches.iter().map(|b| b.len()).sum::<usize>(), 21, "every good image once");
     let mut cfg = train_cfg(2);
     cfg.on_bad_image = OnBadImage::Fail;
-    let plan = fixed_batches(ds.samples.len(), 8, 24, 42, 1, true, Replica::default(), false);
+    let plan =
+        Fixed { batch: 8, size: 24, shuffle: true, pad: false }.batches(ds.samples.len(), 42, 1, Replica::default());
     let results: Vec<_> = Loader::start(ds.clone(), plan, 1, 0, cfg).unwrap().collect();
     let err = results.iter().find_map(|r| r.as_ref().err()).expect("the truncated JPEG stops the run").to_string();
     assert!(err.contains("zz_cut.jpg"), "{err}");

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use exvit_data::sampler::{epoch_order, fixed_batches, shard, MultiScale, Replica, ScaleRule};
+use exvit_data::sampler::{epoch_order, shard, Fixed, MultiScale, Replica, ScaleRule};
 
 #[test]
 fn shuffle_is_a_seeded_permutation_that_changes_with_the_epoch() {
@@ -40,7 +40,7 @@ fn shards_cover_every_sample_with_bounded_padding() {
                 let mut seen: HashMap<usize, usize> = HashMap::new();
                 let mut lens = Vec::new();
                 for rank in 0..world {
-                    let batches = fixed_batches(n, batch, 32, 5, 0, true, Replica { rank, world }, true);
+                    let batches = Fixed::train(batch, 32).batches(n, 5, 0, Replica { rank, world });
                     assert!(
                         batches.iter().all(|b| b.indices.len() == batch),
                         "n {n} W {world} B {batch}: full batches"
@@ -63,7 +63,8 @@ fn shards_cover_every_sample_with_bounded_padding() {
     // Without padding (evaluation), the shards are disjoint and exact.
     let all: usize = (0..3)
         .map(|r| {
-            fixed_batches(10, 4, 32, 0, 0, false, Replica { rank: r, world: 3 }, false)
+            Fixed::eval(4, 32)
+                .batches(10, 0, 0, Replica { rank: r, world: 3 })
                 .iter()
                 .map(|b| b.indices.len())
                 .sum::<usize>()

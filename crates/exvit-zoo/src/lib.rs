@@ -14,7 +14,9 @@ pub use mobilevit::{
 pub use registry::{
     create_model, model_config, model_names, module_params, resolve_model, zoo_table, Entry, ZooError, ZooRow, REGISTRY,
 };
-pub use state::{count_params, named_grads, named_tensors, update_named, NamedTensor, TensorKind};
+pub use state::{
+    count_params, flat_grads, flat_tensors, map_flat, named_grads, named_tensors, update_named, NamedTensor, TensorKind,
+};
 pub use weights::{
     load_safetensors, save_safetensors, write_safetensors, LoadMode, LoadReport, Problem, RawTensor, WeightsError,
 };

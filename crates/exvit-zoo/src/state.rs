@@ -187,3 +187,108 @@ pub fn named_grads<B: AutodiffBackend, M: Module<B>>(
     module.visit(&mut c);
     c.out
 }
+
+struct FlatCollector<B: Backend> {
+    path: PathStack,
+    out: Vec<(String, Tensor<B, 1>)>,
+}
+
+impl<B: Backend> ModuleVisitor<B> for FlatCollector<B> {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.enter(name, container_type);
+    }
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.exit();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let t = param.val();
+        let n = t.shape().num_elements();
+        self.out.push((self.path.key(), t.reshape([n])));
+    }
+}
+
+/// Every float tensor of `module` (parameters and running statistics), flattened to 1-D and
+/// keyed as in timm, staying on the module's device (no copy to the host). The training
+/// engine's optimiser, EMA and gradient buffers work on these.
+pub fn flat_tensors<B: Backend, M: Module<B>>(module: &M) -> Vec<(String, Tensor<B, 1>)> {
+    sync_running_states(module);
+    let mut c = FlatCollector { path: PathStack::default(), out: Vec::new() };
+    module.visit(&mut c);
+    c.out
+}
+
+struct FlatMapper<F> {
+    path: PathStack,
+    f: F,
+}
+
+impl<B: Backend, F: FnMut(&str, Tensor<B, 1>) -> Option<Tensor<B, 1>>> ModuleMapper<B> for FlatMapper<F> {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.enter(name, container_type);
+    }
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.exit();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let key = self.path.key();
+        let f = &mut self.f;
+        param.map(|t| {
+            let dims = t.dims();
+            let n = t.shape().num_elements();
+            let require_grad = t.is_require_grad();
+            match f(&key, t.clone().reshape([n])) {
+                Some(new) => {
+                    assert_eq!(
+                        new.dims()[0],
+                        n,
+                        "map_flat: new value of `{key}` has {} values, not {n}",
+                        new.dims()[0]
+                    );
+                    new.reshape(dims).set_require_grad(require_grad)
+                }
+                None => t,
+            }
+        })
+    }
+}
+
+/// Replaces tensors of `module` by key, on the device: `f(key, flat)` returns the new values
+/// (same length) or `None` to keep the tensor. Parameter ids and `require_grad` are kept.
+pub fn map_flat<B: Backend, M: Module<B>>(module: M, f: impl FnMut(&str, Tensor<B, 1>) -> Option<Tensor<B, 1>>) -> M {
+    sync_running_states(&module);
+    module.map(&mut FlatMapper { path: PathStack::default(), f })
+}
+
+struct FlatGradCollector<'a, B: AutodiffBackend> {
+    path: PathStack,
+    grads: &'a B::Gradients,
+    out: Vec<(String, Tensor<B::InnerBackend, 1>)>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for FlatGradCollector<'_, B> {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.enter(name, container_type);
+    }
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.exit();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if TensorKind::of(&self.path.key()) == TensorKind::Param {
+            if let Some(g) = param.val().grad(self.grads) {
+                let n = g.shape().num_elements();
+                self.out.push((self.path.key(), g.reshape([n])));
+            }
+        }
+    }
+}
+
+/// The gradient of every learned parameter that took part in the loss, flattened and keyed as
+/// in timm, on the device.
+pub fn flat_grads<B: AutodiffBackend, M: Module<B>>(
+    module: &M,
+    grads: &B::Gradients,
+) -> Vec<(String, Tensor<B::InnerBackend, 1>)> {
+    let mut c = FlatGradCollector { path: PathStack::default(), grads, out: Vec::new() };
+    module.visit(&mut c);
+    c.out
+}

@@ -5,13 +5,17 @@
 //! (`trainer`). `train_step` (burn's AdamW) remains for the speed benchmarks.
 
 pub mod adamw;
+pub mod checkpoint;
 pub mod ema;
+pub mod fit;
 pub mod metrics;
 pub mod schedule;
 pub mod trainer;
 
 pub use adamw::{AdamW as ExAdamW, AdamWConfig as ExAdamWConfig, GradBuffer};
+pub use checkpoint::{load_checkpoint, save_checkpoint, CheckpointError, Position};
 pub use ema::Ema;
+pub use fit::{fit, FitError, FitPlan, Sampling};
 pub use metrics::topk_correct;
 pub use schedule::CosineWarmup;
 pub use trainer::{batch_tensors, evaluate, Classifier, EvalStats, StepStats, TrainConfig, TrainError, Trainer};

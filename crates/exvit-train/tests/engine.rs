@@ -3,7 +3,6 @@
 //! documented difference with BN in train mode, the NaN/Inf guard, and a short multi-scale run
 //! through the real loader that learns.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use burn::backend::Autodiff;
@@ -17,7 +16,10 @@ use exvit_train::{
     batch_tensors, evaluate, topk_correct, Classifier, Ema, ExAdamW, ExAdamWConfig, GradBuffer, TrainConfig,
     TrainError, Trainer,
 };
-use exvit_zoo::{flat_tensors, resolve_model, MobileVitConfig};
+use exvit_zoo::flat_tensors;
+
+mod common;
+use common::{repo, tiny_mobilevit};
 use safetensors::SafeTensors;
 
 type AD = Autodiff<Flex>;
@@ -42,10 +44,6 @@ impl<B: Backend> Classifier<B> for Tiny<B> {
         let pooled = x.mean_dim(3).mean_dim(2).reshape([n, c]);
         self.fc.forward(self.norm.forward(pooled))
     }
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 fn values(t: Tensor<impl Backend, 1>) -> Vec<f32> {
@@ -154,10 +152,6 @@ fn replicas_equal_one_device_without_batch_norm() {
     }
 }
 
-fn tiny_mobilevit() -> MobileVitConfig {
-    resolve_model(repo().join("tests/fixtures/parity/tiny.toml").to_str().unwrap(), 3).unwrap()
-}
-
 /// With BN in train mode each replica normalises with its own batch statistics, so N replicas
 /// do NOT give one device's update (PyTorch DDP without SyncBatchNorm behaves the same way).
 #[test]
@@ -196,11 +190,6 @@ fn a_non_finite_loss_is_refused_and_the_model_kept() {
     assert_eq!(t.iteration, 1);
 }
 
-fn write(p: &Path, bytes: &[u8]) {
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(p, bytes).unwrap();
-}
-
 /// End to end on the real loader: a 3-class dataset (red, green or blue tinted noise), the
 /// multi-scale sampler (sizes 24/32, v0.2 batches) with 2 micro-batches per step, the cvnets
 /// recipe with a short warmup. The tiny MobileViT learns it (train loss falls, the model and
@@ -210,21 +199,7 @@ fn a_short_multi_scale_run_through_the_loader_learns() {
     use exvit_data::loader::{Loader, LoaderConfig};
     use exvit_data::sampler::{Fixed, MultiScale, Replica, ScaleRule};
     use exvit_data::transform::{EvalTransform, TrainTransform, Transform};
-    let root = std::env::temp_dir().join(format!("exvit-engine-{}", std::process::id())).join("train");
-    let _ = std::fs::remove_dir_all(&root);
-    for c in 0..3usize {
-        for i in 0..16u32 {
-            let img = image::RgbImage::from_fn(40, 40, |x, y| {
-                let noise = ((x * 31 + y * 17 + i * 7) % 64) as u8;
-                let mut p = [noise; 3];
-                p[c] = p[c].saturating_add(150);
-                image::Rgb(p)
-            });
-            let mut buf = std::io::Cursor::new(Vec::new());
-            image::DynamicImage::ImageRgb8(img).write_to(&mut buf, image::ImageFormat::Png).unwrap();
-            write(&root.join(format!("c{c}/{i}.png")), &buf.into_inner());
-        }
-    }
+    let root = common::tinted_dataset("engine", 16);
     let ds = Arc::new(exvit_data::open_split(&root).unwrap());
     let ms = MultiScale { sizes: vec![24, 32], ref_size: 32, base: 4, rule: ScaleRule::V02, n_gpus: 1 };
     const EPOCHS: u64 = 8;

@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod ema;
 pub mod fit;
 pub mod metrics;
+pub mod run;
 pub mod schedule;
 pub mod trainer;
 

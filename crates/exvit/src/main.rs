@@ -4,6 +4,7 @@
 mod bench;
 mod data;
 mod forward;
+mod train;
 mod zoo;
 
 use anyhow::Result;
@@ -27,6 +28,10 @@ enum Command {
     /// Datasets: check a dataset and write its manifest.
     #[command(subcommand)]
     Data(data::DataCommand),
+    /// Train a model: a run directory with config, metrics, checkpoints, provenance.
+    Train(train::TrainArgs),
+    /// Evaluate weights on a dataset split: top-1 and top-5.
+    Eval(train::EvalArgs),
     /// The model zoo.
     #[command(subcommand)]
     Zoo(zoo::ZooCommand),
@@ -36,11 +41,14 @@ fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_env("EXVIT_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match Cli::parse().command {
         Command::Forward(args) => forward::run(args),
         Command::Zoo(cmd) => zoo::run(cmd),
         Command::Bench(args) => bench::run(args),
         Command::Data(cmd) => data::run(cmd),
+        Command::Train(args) => train::train(args),
+        Command::Eval(args) => train::eval(args),
     }
 }

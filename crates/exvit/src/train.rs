@@ -1,0 +1,295 @@
+//! `exvit train` and `exvit eval`.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use burn::backend::Autodiff;
+use burn_flex::{Flex, FlexDevice};
+use exvit_data::resize::Filter;
+use exvit_data::transform::{EvalTransform, Normalize, Transform};
+use exvit_train::run::{train_run, RunConfig};
+use exvit_train::TrainConfig;
+use exvit_zoo::{load_safetensors, resolve_model, ChannelOrder, LoadMode, MobileVit};
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    /// A run config (TOML; see configs/). Flags below override its values.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Continue the run in this directory from its newest checkpoint (its config.toml).
+    #[arg(long, conflicts_with = "config")]
+    resume: Option<PathBuf>,
+    /// Zoo name or model TOML.
+    #[arg(long)]
+    model: Option<String>,
+    /// Training split (ImageFolder, tar shards, or a CIFAR binary folder).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Validation split, evaluated after each epoch.
+    #[arg(long)]
+    val_data: Option<PathBuf>,
+    /// Run directory.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Epochs.
+    #[arg(long)]
+    epochs: Option<u64>,
+    /// Training resolution.
+    #[arg(long)]
+    size: Option<usize>,
+    /// Batch size.
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Loader threads.
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Checkpoint every N iterations (and at each epoch's end).
+    #[arg(long)]
+    checkpoint_every: Option<u64>,
+    /// Stop after N iterations in all.
+    #[arg(long)]
+    max_iterations: Option<u64>,
+    /// Device: only `cpu` in this build (the CUDA backend is a planned cargo feature).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+fn build_config(a: &TrainArgs) -> Result<RunConfig> {
+    let mut cfg = match (&a.config, &a.resume) {
+        (Some(p), _) => RunConfig::from_toml_file(p)?,
+        (None, Some(dir)) => RunConfig::from_toml_file(&dir.join("config.toml"))
+            .with_context(|| format!("resuming {}", dir.display()))?,
+        (None, None) => {
+            let need = |v: Option<&str>, flag: &str| {
+                v.map(str::to_string).with_context(|| format!("{flag} is required without --config"))
+            };
+            let epochs = a.epochs.unwrap_or(1);
+            RunConfig {
+                model: need(a.model.as_deref(), "--model")?,
+                train_data: a.data.clone().context("--data is required without --config")?,
+                val_data: a.val_data.clone(),
+                cifar_val_split: None,
+                out: a.out.clone().context("--out is required without --config")?,
+                epochs,
+                seed: 0,
+                size: a.size.unwrap_or(256),
+                batch: a.batch.unwrap_or(64),
+                multi_scale: None,
+                accum: 1,
+                workers: None,
+                interpolation: Filter::Bilinear,
+                eval_crop_pct: 0.875,
+                eval_size: None,
+                recipe: TrainConfig::cvnets(epochs),
+                checkpoint_every: None,
+                keep_last: 2,
+                init_from: None,
+                max_iterations: None,
+            }
+        }
+    };
+    if a.resume.is_none() {
+        if let Some(v) = &a.model {
+            cfg.model = v.clone();
+        }
+        if let Some(v) = &a.data {
+            cfg.train_data = v.clone();
+        }
+        if let Some(v) = &a.val_data {
+            cfg.val_data = Some(v.clone());
+        }
+        if let Some(v) = &a.out {
+            cfg.out = v.clone();
+        }
+        if let Some(v) = a.epochs {
+            cfg.epochs = v;
+            cfg.recipe.schedule.max_epochs = v;
+        }
+        if let Some(v) = a.size {
+            cfg.size = v;
+        }
+        if let Some(v) = a.batch {
+            cfg.batch = v;
+        }
+        if let Some(v) = a.seed {
+            cfg.seed = v;
+        }
+    }
+    if let Some(v) = a.workers {
+        cfg.workers = Some(v);
+    }
+    if let Some(v) = a.checkpoint_every {
+        cfg.checkpoint_every = Some(v);
+    }
+    if let Some(v) = a.max_iterations {
+        cfg.max_iterations = Some(v);
+    }
+    Ok(cfg)
+}
+
+pub fn train(a: TrainArgs) -> Result<()> {
+    if a.device != "cpu" {
+        bail!(
+            "--device {}: this build has only the CPU backend (the CUDA backend is a planned cargo feature)",
+            a.device
+        );
+    }
+    let cfg = build_config(&a)?;
+    cfg.validate().context("checking the run config")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        ctrlc::set_handler(move || {
+            if stop.swap(true, Ordering::SeqCst) {
+                std::process::exit(130); // a second Ctrl-C: leave now
+            }
+            eprintln!("\nCtrl-C: finishing the step, writing a checkpoint, then exiting (again to abort)");
+        })
+        .context("installing the Ctrl-C handler")?;
+    }
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("epoch {prefix} [{bar:25}] {pos}/{len} {msg}").unwrap().progress_chars("=> "),
+    );
+    let dev = FlexDevice;
+    let summary = train_run::<Autodiff<Flex>>(&cfg, a.resume.is_some(), &stop, &dev, |p| {
+        bar.set_length(p.steps_in_epoch);
+        bar.set_position(p.step_in_epoch);
+        bar.set_prefix(format!("{}", p.epoch + 1));
+        bar.set_message(format!("loss {:.4} lr {:.2e} {:.0} img/s", p.loss, p.lr, p.img_per_s));
+    })
+    .with_context(|| format!("training run {}", cfg.out.display()))?;
+    bar.finish_and_clear();
+    let p = summary.position;
+    if summary.interrupted {
+        println!(
+            "stopped at epoch {}, iteration {}; checkpoint in {} (resume with --resume {})",
+            p.epoch,
+            p.iteration,
+            cfg.out.display(),
+            cfg.out.display()
+        );
+    } else {
+        println!("done: {} epochs, {} iterations; run in {}", cfg.epochs, p.iteration, cfg.out.display());
+    }
+    if let Some((m, e)) = summary.last_eval {
+        println!(
+            "val top-1 {:.2}% top-5 {:.2}% (EMA: {})",
+            m.top1,
+            m.top5,
+            e.map_or("none".to_string(), |e| format!("top-1 {:.2}% top-5 {:.2}%", e.top1, e.top5))
+        );
+    }
+    Ok(())
+}
+
+#[derive(clap::Args, Debug)]
+pub struct EvalArgs {
+    /// Zoo name or model TOML.
+    #[arg(long)]
+    model: String,
+    /// Weights (safetensors, timm keys), e.g. RUN_DIR/model.safetensors or ema.safetensors.
+    #[arg(long)]
+    weights: PathBuf,
+    /// Dataset folder (a split folder, a folder with splits, or a CIFAR binary folder).
+    #[arg(long)]
+    data: PathBuf,
+    /// Split inside --data.
+    #[arg(long, default_value = "val")]
+    split: String,
+    /// Eval resolution (default: the model's pretrained config).
+    #[arg(long)]
+    resolution: Option<usize>,
+    /// Crop fraction (default: the model's pretrained config).
+    #[arg(long)]
+    crop_pct: Option<f64>,
+    /// Interpolation (default: the model's pretrained config).
+    #[arg(long)]
+    interpolation: Option<Filter>,
+    /// Batch size.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Write the result as JSON here too.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+pub fn eval(a: EvalArgs) -> Result<()> {
+    let split_dir = if a.data.join(&a.split).is_dir() { a.data.join(&a.split) } else { a.data.clone() };
+    let cifar = split_dir.join("data_batch_1.bin").exists() || split_dir.join("train.bin").exists();
+    let ds = if cifar { exvit_data::open_cifar(&split_dir, &a.split)? } else { exvit_data::open_split(&split_dir)? };
+    let ds = Arc::new(ds);
+    let mcfg = resolve_model(&a.model, ds.classes.len()).with_context(|| format!("model `{}`", a.model))?;
+    let pre = mcfg.pretrained.clone();
+    let size = a.resolution.unwrap_or(pre.input_size[1]);
+    let filter = match a.interpolation {
+        Some(f) => f,
+        None => pre.interpolation.parse().map_err(anyhow::Error::msg)?,
+    };
+    let tf = EvalTransform::from_crop_pct(size, a.crop_pct.unwrap_or(pre.crop_pct), filter);
+    let dev = FlexDevice;
+    let model: MobileVit<Flex> = mcfg.init(&dev);
+    let (model, _) = load_safetensors(model, &a.weights, LoadMode::Strict)
+        .with_context(|| format!("loading {}", a.weights.display()))?;
+    let norm = Normalize {
+        mean: pre.mean.map(|v| v as f32),
+        std: pre.std.map(|v| v as f32),
+        bgr: pre.channel_order == ChannelOrder::Bgr,
+    };
+    let mut lc = exvit_data::loader::LoaderConfig::new(Transform::Eval(tf), 0);
+    lc.norm = norm;
+    let plan = exvit_data::sampler::Fixed::eval(a.batch, size).batches(ds.samples.len(), 0, 0, Default::default());
+    let loader = exvit_data::loader::Loader::start(ds.clone(), plan, 0, 0, lc)?;
+    let mut err = None;
+    let stats = exvit_train::evaluate(
+        &model,
+        loader.map_while(|b| match b {
+            Ok(b) => {
+                let (x, _, labels) = exvit_train::batch_tensors::<Flex>(b, &dev);
+                Some((x, labels))
+            }
+            Err(e) => {
+                err = Some(e);
+                None
+            }
+        }),
+    );
+    if let Some(e) = err {
+        return Err(e).context("reading the evaluation data");
+    }
+    println!(
+        "{} on {} ({} images, {}x{}, resize {} {:?}): top-1 {:.2}%  top-5 {:.2}%  loss {:.4}",
+        a.model,
+        split_dir.display(),
+        stats.images,
+        size,
+        size,
+        tf.resize,
+        filter,
+        stats.top1,
+        stats.top5,
+        stats.loss
+    );
+    if let Some(out) = &a.out {
+        let json = format!(
+            "{{\"model\": {:?}, \"weights\": {:?}, \"data\": {:?}, \"images\": {}, \"resolution\": {}, \"resize\": {}, \"top1\": {}, \"top5\": {}, \"loss\": {}}}\n",
+            a.model,
+            a.weights.display().to_string(),
+            split_dir.display().to_string(),
+            stats.images,
+            size,
+            tf.resize,
+            stats.top1,
+            stats.top5,
+            stats.loss
+        );
+        std::fs::write(out, json).with_context(|| format!("writing {}", out.display()))?;
+    }
+    Ok(())
+}

@@ -202,13 +202,17 @@ impl Resample {
     /// The input rectangle `(x, y, w, h)` that the window's outputs read.
     pub fn needed(&self) -> (usize, usize, usize, usize) {
         let (ch, cv) = self.axes();
+        self.needed_from(&ch, &cv)
+    }
+
+    fn needed_from(&self, ch: &Coeffs, cv: &Coeffs) -> (usize, usize, usize, usize) {
         let (wx, wy, ww, wh) = self.window;
         let span = |c: &Coeffs, a: usize, n: usize| {
             let lo = c.bounds[a..a + n].iter().map(|b| b.0).min().unwrap_or(0);
             let hi = c.bounds[a..a + n].iter().map(|b| b.0 + b.1).max().unwrap_or(0);
             (lo, hi - lo)
         };
-        let ((x, w), (y, h)) = (span(&ch, wx, ww), span(&cv, wy, wh));
+        let ((x, w), (y, h)) = (span(ch, wx, ww), span(cv, wy, wh));
         (x, y, w, h)
     }
 
@@ -224,7 +228,7 @@ impl Resample {
         let need_h = self.out_w != self.full_w;
         let need_v = self.out_h != self.full_h;
         let (ch, cv) = self.axes();
-        let (nx, ny, nw, nh) = self.needed();
+        let (nx, ny, nw, nh) = self.needed_from(&ch, &cv);
         assert!(
             nx >= x0 && ny >= y0 && nx + nw <= x0 + view.width && ny + nh <= y0 + view.height,
             "resample: the view {}x{} at ({x0}, {y0}) does not cover the input {nw}x{nh} at ({nx}, {ny})",
@@ -327,6 +331,27 @@ fn horizontal_pair(
     horizontal_pair_body(a, b, x0, ch, wx, ww, wide, out_a, out_b)
 }
 
+/// Widens the input pixels that output columns `wx..wx + ww` read, from rows `a` and `b`
+/// (whose first pixel is input column `x0`), to one `[i32; 8]` per column (RGB, 0, RGB, 0);
+/// returns the first input column widened. A plain loop, not an iterator with a closure:
+/// closures are not compiled for AVX2 and could not be inlined into the AVX2 caller (a call and
+/// a store-forwarding stall per pixel).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn widen_pair(a: &[u8], b: &[u8], x0: usize, ch: &Coeffs, wx: usize, ww: usize, wide: &mut Vec<[i32; 8]>) -> usize {
+    let lo = ch.bounds[wx].0;
+    let hi = ch.bounds[wx..wx + ww].iter().map(|b| b.0 + b.1).max().unwrap_or(lo);
+    let (sa, sb) = (&a[(lo - x0) * 3..(hi - x0) * 3], &b[(lo - x0) * 3..(hi - x0) * 3]);
+    let npx = hi - lo;
+    wide.clear();
+    wide.resize(npx, [0; 8]);
+    for i in 0..npx {
+        let (p, q) = (&sa[i * 3..i * 3 + 3], &sb[i * 3..i * 3 + 3]);
+        wide[i] = [p[0] as i32, p[1] as i32, p[2] as i32, 0, q[0] as i32, q[1] as i32, q[2] as i32, 0];
+    }
+    lo
+}
+
 /// The same arithmetic with AVX2 intrinsics: one 8-lane 32-bit multiply-add per tap (the
 /// compiler would not vectorise it by itself, the pad lanes being unused).
 #[cfg(target_arch = "x86_64")]
@@ -344,18 +369,7 @@ unsafe fn horizontal_pair_avx2(
     out_b: Option<&mut [u8]>,
 ) {
     use std::arch::x86_64::*;
-    let lo = ch.bounds[wx].0;
-    let hi = ch.bounds[wx..wx + ww].iter().map(|b| b.0 + b.1).max().unwrap_or(lo);
-    let (sa, sb) = (&a[(lo - x0) * 3..(hi - x0) * 3], &b[(lo - x0) * 3..(hi - x0) * 3]);
-    // A plain loop, not an iterator with a closure: closures are not compiled for AVX2 and
-    // could not be inlined here (a call and a store-forwarding stall per pixel).
-    let npx = hi - lo;
-    wide.clear();
-    wide.resize(npx, [0; 8]);
-    for i in 0..npx {
-        let (p, q) = (&sa[i * 3..i * 3 + 3], &sb[i * 3..i * 3 + 3]);
-        wide[i] = [p[0] as i32, p[1] as i32, p[2] as i32, 0, q[0] as i32, q[1] as i32, q[2] as i32, 0];
-    }
+    let lo = widen_pair(a, b, x0, ch, wx, ww, wide);
     let ks = ch.ksize;
     let half = _mm256_set1_epi32(1 << (PRECISION_BITS - 1));
     let mut out_b = out_b;
@@ -397,15 +411,7 @@ fn horizontal_pair_body(
     out_b: Option<&mut [u8]>,
 ) {
     let half = 1i32 << (PRECISION_BITS - 1);
-    let lo = ch.bounds[wx].0;
-    let hi = ch.bounds[wx..wx + ww].iter().map(|b| b.0 + b.1).max().unwrap_or(lo);
-    let (sa, sb) = (&a[(lo - x0) * 3..(hi - x0) * 3], &b[(lo - x0) * 3..(hi - x0) * 3]);
-    wide.clear();
-    wide.extend(
-        sa.chunks_exact(3)
-            .zip(sb.chunks_exact(3))
-            .map(|(p, q)| [p[0] as i32, p[1] as i32, p[2] as i32, 0, q[0] as i32, q[1] as i32, q[2] as i32, 0]),
-    );
+    let lo = widen_pair(a, b, x0, ch, wx, ww, wide);
     let ks = ch.ksize;
     let mut out_b = out_b;
     for (o, xx) in (wx..wx + ww).enumerate() {

@@ -357,7 +357,7 @@ pub fn apply(
         Input::Encoded(b) if crate::decode::sniff(b) == Some(crate::decode::Format::Jpeg) => Some(*b),
         _ => None,
     };
-    let mut rest = scratch_take(&mut scratch.pixels);
+    let mut rest = std::mem::take(&mut scratch.pixels);
     let result = (|| {
         match transform {
             Transform::Train(tt) => {
@@ -484,8 +484,4 @@ pub fn apply(
     })();
     scratch.pixels = rest;
     result
-}
-
-fn scratch_take(v: &mut Vec<u8>) -> Vec<u8> {
-    std::mem::take(v)
 }

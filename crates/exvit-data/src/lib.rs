@@ -19,4 +19,6 @@ pub mod transform;
 pub use check::{check_dataset, CheckOptions, CheckReport, OnBadImage, Record, Status};
 pub use decode::{decode_rgb, sniff, DecodeError, Format, RgbImage, DEFAULT_MAX_PIXELS};
 pub use jpeg::{decode_jpeg, decode_jpeg_into, jpeg_header, JpegColor, JpegHeader, Window};
-pub use source::{discover, open_cifar, open_split, DataError, Dataset, Layout, Location, Sample};
+pub use source::{
+    discover, is_cifar_binary, open_cifar, open_path, open_split, DataError, Dataset, Layout, Location, Sample,
+};

@@ -462,13 +462,28 @@ pub fn open_cifar(root: &Path, split: &str) -> Result<Dataset, DataError> {
     Ok(Dataset { root: root.to_path_buf(), split: split.to_string(), layout, classes, samples })
 }
 
+/// Whether `root` is a CIFAR-10/100 binary release folder.
+pub fn is_cifar_binary(root: &Path) -> bool {
+    root.join("data_batch_1.bin").exists() || root.join("train.bin").exists()
+}
+
+/// One split: `path` is a split folder (ImageFolder or tar shards), or a CIFAR binary release
+/// folder, whose split `cifar_split` (`train` or `test`) is opened.
+pub fn open_path(path: &Path, cifar_split: &str) -> Result<Dataset, DataError> {
+    if is_cifar_binary(path) {
+        open_cifar(path, cifar_split)
+    } else {
+        open_split(path)
+    }
+}
+
 /// Every split under `root`: a CIFAR binary folder gives `train` and `test`; a folder with
 /// `train`/`val`/`test` subfolders gives those; any other folder is one split.
 pub fn discover(root: &Path) -> Result<Vec<Dataset>, DataError> {
     if !root.is_dir() {
         return Err(DataError::Layout { path: root.into(), message: "not a folder".into() });
     }
-    if root.join("data_batch_1.bin").exists() || root.join("train.bin").exists() {
+    if is_cifar_binary(root) {
         return ["train", "test"].iter().map(|s| open_cifar(root, s)).collect();
     }
     let splits: Vec<PathBuf> = ["train", "val", "test"].iter().map(|s| root.join(s)).filter(|p| p.is_dir()).collect();

@@ -183,8 +183,7 @@ fn open_data(path: &Path, cifar_split: &str) -> Result<Dataset, RunError> {
     if !path.exists() {
         return Err(RunError::Config(format!("dataset {} does not exist", path.display())));
     }
-    let cifar = path.join("data_batch_1.bin").exists() || path.join("train.bin").exists();
-    Ok(if cifar { exvit_data::open_cifar(path, cifar_split)? } else { exvit_data::open_split(path)? })
+    Ok(exvit_data::open_path(path, cifar_split)?)
 }
 
 /// One row of `metrics.parquet`.
@@ -237,17 +236,8 @@ fn metrics_frame(rows: &[MetricRow]) -> PolarsResult<DataFrame> {
 
 /// Writes `rows` to `path` atomically.
 pub fn write_metrics(rows: &[MetricRow], path: &Path) -> Result<(), RunError> {
-    let err = file_err(path);
-    let mut df = metrics_frame(rows).map_err(|e| err(e.to_string()))?;
-    let tmp = path.with_file_name(format!(".metrics.tmp-{}", std::process::id()));
-    let r = File::create(&tmp)
-        .map_err(|e| err(e.to_string()))
-        .and_then(|f| ParquetWriter::new(f).finish(&mut df).map(drop).map_err(|e| err(e.to_string())))
-        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| err(e.to_string())));
-    if r.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    r
+    let mut df = metrics_frame(rows).map_err(|e| file_err(path)(e.to_string()))?;
+    write_atomic(path, |f| ParquetWriter::new(f).finish(&mut df).map(drop).map_err(|e| e.to_string()))
 }
 
 /// Reads `metrics.parquet` back into rows.
@@ -344,20 +334,16 @@ fn eval_transform(cfg: &RunConfig) -> (Transform, usize) {
     (Transform::Eval(EvalTransform::from_crop_pct(size, cfg.eval_crop_pct, cfg.interpolation)), size)
 }
 
-/// Evaluates `model` on `ds` with the run's eval transform.
+/// Evaluates `model` on `ds`, in dataset order, through the loader configured by `lc` (its
+/// transform, normalisation and workers).
 pub fn evaluate_on<B: Backend, M: crate::trainer::Classifier<B>>(
     model: &M,
     ds: &Arc<Dataset>,
-    transform: Transform,
+    lc: LoaderConfig,
     size: usize,
     batch: usize,
-    workers: Option<usize>,
     device: &B::Device,
 ) -> Result<EvalStats, RunError> {
-    let mut lc = LoaderConfig::new(transform, 0);
-    if let Some(w) = workers {
-        lc.workers = w;
-    }
     let plan = Fixed::eval(batch, size).batches(ds.samples.len(), 0, 0, Replica::default());
     let loader = Loader::start(ds.clone(), plan, 0, 0, lc)?;
     let mut first_err = None;
@@ -441,6 +427,10 @@ pub fn train_run<B: AutodiffBackend>(
         loader,
     };
     let (eval_tf, eval_size) = eval_transform(cfg);
+    let mut eval_lc = LoaderConfig::new(eval_tf, 0);
+    if let Some(w) = cfg.workers {
+        eval_lc.workers = w;
+    }
     let meta = BTreeMap::from([("config".to_string(), text.clone()), ("seed".to_string(), cfg.seed.to_string())]);
     let mut best = rows.iter().filter(|r| r.kind == "eval").map(|r| r.top1).fold(f64::NEG_INFINITY, f64::max);
     let mut last_eval = None;
@@ -514,9 +504,9 @@ pub fn train_run<B: AutodiffBackend>(
         }
         // End of the epoch: evaluate, checkpoint.
         if let Some(v) = &val {
-            let m = evaluate_on(&trainer.model.valid(), v, eval_tf, eval_size, cfg.batch, cfg.workers, device)?;
+            let m = evaluate_on(&trainer.model.valid(), v, eval_lc.clone(), eval_size, cfg.batch, device)?;
             let e = match &trainer.ema {
-                Some(ema) => Some(evaluate_on(&ema.model, v, eval_tf, eval_size, cfg.batch, cfg.workers, device)?),
+                Some(ema) => Some(evaluate_on(&ema.model, v, eval_lc.clone(), eval_size, cfg.batch, device)?),
                 None => None,
             };
             rows.push(MetricRow {
@@ -552,17 +542,23 @@ fn sampling_resolution(s: &Sampling, cfg: &RunConfig, images: usize) -> u64 {
     }
 }
 
-fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp-{}",
-        path.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id()
-    ));
-    let r = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
+/// Writes `path` through a temporary file beside it (same file system), then renames it; on
+/// any error the temporary file is removed and the error names `path`.
+fn write_atomic(path: &Path, write: impl FnOnce(File) -> Result<(), String>) -> Result<(), RunError> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    let r = File::create(&tmp)
+        .map_err(|e| e.to_string())
+        .and_then(write)
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| e.to_string()));
     if r.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    r.map_err(|e| file_err(path)(e.to_string()))
+    r.map_err(file_err(path))
+}
+
+fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
+    write_atomic(path, |mut f| std::io::Write::write_all(&mut f, bytes).map_err(|e| e.to_string()))
 }
 
 fn fnv1a(text: &str) -> u64 {

@@ -42,13 +42,19 @@ pub struct BenchArgs {
     iters: usize,
 }
 
-/// Peak resident memory of this process (VmHWM), in MiB.
-pub fn peak_rss_mib() -> f64 {
+/// A memory figure of this process from /proc/self/status (`VmHWM:`, `VmRSS:`, …), in MiB
+/// (NaN where there is no /proc).
+pub fn proc_status_mib(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_string))
+        .and_then(|s| s.lines().find(|l| l.starts_with(field)).map(str::to_string))
         .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
         .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// Peak resident memory of this process (VmHWM), in MiB.
+pub fn peak_rss_mib() -> f64 {
+    proc_status_mib("VmHWM:")
 }
 
 fn time(warmup: usize, iters: usize, mut f: impl FnMut()) -> f64 {

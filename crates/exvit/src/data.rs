@@ -98,20 +98,7 @@ pub struct LoadArgs {
 }
 
 fn current_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_string))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
-fn open_any(root: &std::path::Path, split: &str) -> Result<exvit_data::Dataset> {
-    let cifar = root.join("data_batch_1.bin").exists() || root.join("train.bin").exists();
-    if cifar {
-        exvit_data::open_cifar(root, split).with_context(|| format!("reading CIFAR {split} from {}", root.display()))
-    } else {
-        exvit_data::open_split(root).with_context(|| format!("reading {}", root.display()))
-    }
+    crate::bench::proc_status_mib("VmRSS:")
 }
 
 fn load(a: LoadArgs) -> Result<()> {
@@ -119,7 +106,9 @@ fn load(a: LoadArgs) -> Result<()> {
     use exvit_data::sampler::epoch_order;
     use exvit_data::transform::{EvalTransform, StageTimes, TrainTransform, Transform};
     anyhow::ensure!(a.batch > 0 && a.size > 0, "--batch and --size must be positive");
-    let ds = std::sync::Arc::new(open_any(&a.root, &a.split)?);
+    let ds = std::sync::Arc::new(
+        exvit_data::open_path(&a.root, &a.split).with_context(|| format!("reading {}", a.root.display()))?,
+    );
     anyhow::ensure!(!ds.samples.is_empty(), "{}: no samples", a.root.display());
     let transform = if a.eval {
         let resize = a.resize.unwrap_or((a.size as f64 / 0.875).floor() as usize);

@@ -9,7 +9,7 @@ use burn::backend::Autodiff;
 use burn_flex::{Flex, FlexDevice};
 use exvit_data::resize::Filter;
 use exvit_data::transform::{EvalTransform, Normalize, Transform};
-use exvit_train::run::{train_run, RunConfig};
+use exvit_train::run::{evaluate_on, train_run, RunConfig};
 use exvit_train::TrainConfig;
 use exvit_zoo::{load_safetensors, resolve_model, ChannelOrder, LoadMode, MobileVit};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -222,8 +222,7 @@ pub struct EvalArgs {
 
 pub fn eval(a: EvalArgs) -> Result<()> {
     let split_dir = if a.data.join(&a.split).is_dir() { a.data.join(&a.split) } else { a.data.clone() };
-    let cifar = split_dir.join("data_batch_1.bin").exists() || split_dir.join("train.bin").exists();
-    let ds = if cifar { exvit_data::open_cifar(&split_dir, &a.split)? } else { exvit_data::open_split(&split_dir)? };
+    let ds = exvit_data::open_path(&split_dir, &a.split).with_context(|| format!("reading {}", split_dir.display()))?;
     let ds = Arc::new(ds);
     let mcfg = resolve_model(&a.model, ds.classes.len()).with_context(|| format!("model `{}`", a.model))?;
     let pre = mcfg.pretrained.clone();
@@ -244,25 +243,7 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     };
     let mut lc = exvit_data::loader::LoaderConfig::new(Transform::Eval(tf), 0);
     lc.norm = norm;
-    let plan = exvit_data::sampler::Fixed::eval(a.batch, size).batches(ds.samples.len(), 0, 0, Default::default());
-    let loader = exvit_data::loader::Loader::start(ds.clone(), plan, 0, 0, lc)?;
-    let mut err = None;
-    let stats = exvit_train::evaluate(
-        &model,
-        loader.map_while(|b| match b {
-            Ok(b) => {
-                let (x, _, labels) = exvit_train::batch_tensors::<Flex>(b, &dev);
-                Some((x, labels))
-            }
-            Err(e) => {
-                err = Some(e);
-                None
-            }
-        }),
-    );
-    if let Some(e) = err {
-        return Err(e).context("reading the evaluation data");
-    }
+    let stats = evaluate_on(&model, &ds, lc, size, a.batch, &dev).context("evaluating")?;
     println!(
         "{} on {} ({} images, {}x{}, resize {} {:?}): top-1 {:.2}%  top-5 {:.2}%  loss {:.4}",
         a.model,

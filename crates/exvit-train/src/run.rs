@@ -461,7 +461,6 @@ pub fn train_run<B: AutodiffBackend>(
         let reached = fit(&mut trainer, &train, &epoch_plan, pos, device, |t, p, s| {
             let secs = step_timer.elapsed().as_secs_f64();
             step_timer = std::time::Instant::now();
-            let res = sampling_resolution(&sampling, cfg, s.images);
             rows.push(MetricRow {
                 kind: "train".into(),
                 epoch: p.epoch,
@@ -469,7 +468,7 @@ pub fn train_run<B: AutodiffBackend>(
                 lr: s.lr,
                 loss: s.loss,
                 img_per_s: s.images as f64 / secs,
-                resolution: res,
+                resolution: s.resolution as u64,
                 batch: s.images as u64,
                 ..Default::default()
             });
@@ -530,16 +529,6 @@ pub fn train_run<B: AutodiffBackend>(
     }
     write_provenance(cfg, &text, &out, started.elapsed().as_secs_f64(), pos)?;
     Ok(RunSummary { position: pos, interrupted, last_eval })
-}
-
-fn sampling_resolution(s: &Sampling, cfg: &RunConfig, images: usize) -> u64 {
-    match s {
-        Sampling::Fixed(_) => cfg.size as u64,
-        // The batch size identifies the resolution (sizes have distinct batches in practice).
-        Sampling::MultiScale(ms) => {
-            ms.sizes.iter().copied().find(|&sz| ms.batch_for(sz) * cfg.accum == images).unwrap_or(0) as u64
-        }
-    }
 }
 
 /// Writes `path` through a temporary file beside it (same file system), then renames it; on

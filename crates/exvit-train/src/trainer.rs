@@ -91,6 +91,8 @@ pub struct StepStats {
     pub lr: f64,
     /// Images in the step.
     pub images: usize,
+    /// Side of the step's images (all its micro-batches share it).
+    pub resolution: usize,
     /// L2 norm of the (summed) gradient.
     pub grad_norm: f64,
 }
@@ -162,13 +164,14 @@ where
         if !grad_norm.is_finite() {
             return Err(TrainError::NonFinite { iteration, what: "gradient norm", value: grad_norm });
         }
+        let resolution = micro[0].0.dims()[2];
         let lr = self.cfg.schedule.lr(iteration, epoch);
         self.model = self.optim.step::<B, M>(self.model.clone(), &grads, lr);
         if let Some(ema) = &mut self.ema {
             ema.update(&self.model);
         }
         self.iteration += 1;
-        Ok(StepStats { iteration, loss, lr, images, grad_norm })
+        Ok(StepStats { iteration, loss, lr, images, resolution, grad_norm })
     }
 }
 

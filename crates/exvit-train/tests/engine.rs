@@ -223,7 +223,9 @@ fn a_short_multi_scale_run_through_the_loader_learns() {
                 })
                 .collect();
             assert!(micro.iter().all(|(x, _)| x.dims()[2] == s.micro[0].size), "one resolution per step");
-            losses.push(trainer.step(&micro, epoch).unwrap().loss);
+            let st = trainer.step(&micro, epoch).unwrap();
+            assert_eq!(st.resolution, s.micro[0].size, "the step reports its resolution");
+            losses.push(st.loss);
         }
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;

@@ -140,6 +140,26 @@ impl<B: Backend> MobileVitBlock<B> {
     }
 }
 
+impl<B: Backend> MobileVitBlock<B> {
+    /// The block's output and the transformer's tokens (after the final LayerNorm) folded back
+    /// to a map, `[N, transformer_dim, H', W']` (`H'`, `W'`: the patch-aligned size; the fold is
+    /// a permutation, so the map holds exactly the tokens' values).
+    pub fn forward_with_token_map(&self, x: Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        let [b, _, h, w] = x.dims();
+        let p = self.patch_size;
+        let (out, tokens) = self.forward_with_tokens(x);
+        let (nh, nw) = (h.div_ceil(p), w.div_ceil(p));
+        let c = tokens.dims()[2];
+        let map = fold(tokens, b, c, (nh, nw), p, [nh * p, nw * p]);
+        (out, map)
+    }
+
+    /// Patch side.
+    pub fn patch_size(&self) -> usize {
+        self.patch_size
+    }
+}
+
 /// Patch grid of an unfold: `(n_h, n_w)`.
 type Grid = (usize, usize);
 

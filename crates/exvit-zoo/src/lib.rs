@@ -9,7 +9,7 @@ pub mod weights;
 
 pub use mobilevit::{
     ChannelOrder, MobileVit, MobileVitConfig, ModelOutputs, PretrainedCfg, StageBlock, StageConfig, TapConfig,
-    TransformerConfig,
+    TapOutput, TransformerConfig, UnknownTap,
 };
 pub use registry::{
     create_model, model_config, model_names, module_params, resolve_model, zoo_table, Entry, ZooError, ZooRow, REGISTRY,

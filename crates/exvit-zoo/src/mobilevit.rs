@@ -375,3 +375,140 @@ impl<B: Backend> MobileVit<B> {
         self.head.out_channels()
     }
 }
+
+/// The value at a tap point: a feature map, or a vector (`pooled`).
+#[derive(Debug, Clone)]
+pub enum TapOutput<B: Backend> {
+    /// `[N, C, H, W]`.
+    Map(Tensor<B, 4>),
+    /// `[N, C]`.
+    Vector(Tensor<B, 2>),
+}
+
+impl<B: Backend> TapOutput<B> {
+    /// `[N, C, H, W]` of a map, `[N, C]` of a vector.
+    pub fn dims(&self) -> Vec<usize> {
+        match self {
+            TapOutput::Map(t) => t.dims().to_vec(),
+            TapOutput::Vector(t) => t.dims().to_vec(),
+        }
+    }
+}
+
+/// An unknown tap name, with the model's tap names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("model `{model}` has no tap `{name}`; its taps: {known}")]
+pub struct UnknownTap {
+    /// The model.
+    pub model: String,
+    /// The name asked for.
+    pub name: String,
+    /// The model's taps, comma-separated.
+    pub known: String,
+}
+
+impl<B: Backend> MobileVit<B> {
+    /// Every point of the forward pass that can be tapped, in forward order, with timm's module
+    /// names: `stem`, each `stages.S`, inside each MobileViT block `stages.S.B.transformer` (the
+    /// transformer's tokens after its final LayerNorm, before the fold), `final_conv`, each
+    /// `exshortcuts.N` (its map after SiLU, before the pool) and `pooled` (the classifier
+    /// input, a vector).
+    pub fn tap_names(&self) -> Vec<String> {
+        let mut v = vec!["stem".to_string()];
+        for (s, blocks) in self.stages.iter().enumerate() {
+            for (b, block) in blocks.iter().enumerate() {
+                if matches!(block, StageBlock::MobileVit(_)) {
+                    v.push(format!("stages.{s}.{b}.transformer"));
+                }
+            }
+            v.push(format!("stages.{s}"));
+        }
+        v.push("final_conv".to_string());
+        v.extend((0..self.exshortcuts.len()).map(|i| format!("exshortcuts.{i}")));
+        v.push("pooled".to_string());
+        v
+    }
+
+    /// The values at `wanted` (names of [`Self::tap_names`]), in the order asked. The forward
+    /// pass stops after the last stage a tap needs.
+    pub fn forward_taps(
+        &self,
+        x: Tensor<B, 4>,
+        wanted: &[String],
+        model: &str,
+    ) -> Result<Vec<TapOutput<B>>, UnknownTap> {
+        let names = self.tap_names();
+        for w in wanted {
+            if !names.contains(w) {
+                return Err(UnknownTap { model: model.to_string(), name: w.clone(), known: names.join(", ") });
+            }
+        }
+        if let Err(e) = self.check_input(&x.dims()) {
+            panic!("{e}");
+        }
+        let is_wanted = |n: &str| wanted.iter().any(|w| w == n);
+        let head_needed = wanted.iter().any(|w| w == "final_conv" || w == "pooled" || w.starts_with("exshortcuts."));
+        // Stages whose output is needed: tapped ones, ExShortcut inputs, and all when the head is.
+        let last_stage = if head_needed {
+            self.stages.len()
+        } else {
+            wanted
+                .iter()
+                .filter_map(|w| w.strip_prefix("stages.")?.split('.').next()?.parse::<usize>().ok())
+                .max()
+                .map_or(0, |s| s + 1)
+        };
+        let mut found: Vec<(String, TapOutput<B>)> = Vec::new();
+        let mut h = self.stem.forward(x);
+        if is_wanted("stem") {
+            found.push(("stem".into(), TapOutput::Map(h.clone())));
+        }
+        let mut stage_out = Vec::new();
+        for (s, blocks) in self.stages.iter().enumerate().take(last_stage) {
+            for (b, block) in blocks.iter().enumerate() {
+                let name = format!("stages.{s}.{b}.transformer");
+                h = match block {
+                    StageBlock::MobileVit(m) if is_wanted(&name) => {
+                        let (out, map) = m.forward_with_token_map(h);
+                        found.push((name, TapOutput::Map(map)));
+                        out
+                    }
+                    _ => block.forward(h),
+                };
+            }
+            let name = format!("stages.{s}");
+            if is_wanted(&name) {
+                found.push((name, TapOutput::Map(h.clone())));
+            }
+            stage_out.push(h.clone());
+        }
+        if head_needed {
+            let final_conv = self.final_conv.forward(h);
+            let maps: Vec<Tensor<B, 4>> = self
+                .exshortcuts
+                .iter()
+                .zip(&self.tap_stages)
+                .map(|(t, &s)| t.forward_map(stage_out[s].clone()))
+                .collect();
+            if is_wanted("pooled") {
+                let mut parts: Vec<Tensor<B, 2>> = maps.iter().map(|m| global_avg_pool(m.clone())).collect();
+                parts.push(global_avg_pool(final_conv.clone()));
+                let pooled = if parts.len() == 1 { parts.pop().unwrap() } else { Tensor::cat(parts, 1) };
+                found.push(("pooled".into(), TapOutput::Vector(pooled)));
+            }
+            for (i, m) in maps.into_iter().enumerate() {
+                let name = format!("exshortcuts.{i}");
+                if is_wanted(&name) {
+                    found.push((name, TapOutput::Map(m)));
+                }
+            }
+            if is_wanted("final_conv") {
+                found.push(("final_conv".into(), TapOutput::Map(final_conv)));
+            }
+        }
+        Ok(wanted
+            .iter()
+            .map(|w| found.iter().find(|(n, _)| n == w).map(|(_, t)| t.clone()).expect("every wanted tap was computed"))
+            .collect())
+    }
+}

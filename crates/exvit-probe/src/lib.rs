@@ -1,0 +1,28 @@
+//! exvit-probe: does an intermediate feature carry class information?
+//!
+//! One image travels: the data loader (eval transform of the model's pretrained config) →
+//! the frozen model's named tap points ([`exvit_zoo::MobileVit::forward_taps`]) → a pooling
+//! ([`Pooling`]) → an on-disk feature cache ([`cache`], sharded Arrow IPC, resumable) →
+//! standardised features → a multinomial logistic-regression probe ([`probe`], burn's L-BFGS)
+//! or linear CKA ([`cka`]) → tidy tables ([`table`]: `probes.parquet`, `cka.parquet`).
+//!
+//! Everything that computes is generic over the burn backend, so the same code runs on the CPU
+//! (flex) and on the GPU.
+
+pub mod cache;
+pub mod cka;
+pub mod error;
+pub mod extract;
+pub mod matrix;
+pub mod pool;
+pub mod probe;
+pub mod table;
+
+pub use cache::{Cache, CachedTap, Dtype, Features, Manifest};
+pub use cka::{linear_cka, linear_cka_host};
+pub use error::ProbeError;
+pub use extract::{extract, list_taps, ExtractConfig, ExtractSummary, TapInfo};
+pub use matrix::Matrix;
+pub use pool::{Pooling, TapSpec};
+pub use probe::{fit_logreg, run_probe, standardize, LogReg, ProbeConfig, ProbeResult};
+pub use table::{read_cka, read_probes, write_cka, write_probes, CkaRow, ProbeRow};

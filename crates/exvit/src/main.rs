@@ -2,8 +2,10 @@
 //! library crates.
 
 mod bench;
+mod common;
 mod data;
 mod forward;
+mod probe;
 mod train;
 mod zoo;
 
@@ -35,6 +37,9 @@ enum Command {
     /// The model zoo.
     #[command(subcommand)]
     Zoo(zoo::ZooCommand),
+    /// Feature taps, the feature cache, linear probes and CKA.
+    #[command(subcommand)]
+    Probe(probe::ProbeCommand),
 }
 
 fn main() -> Result<()> {
@@ -50,5 +55,6 @@ fn main() -> Result<()> {
         Command::Data(cmd) => data::run(cmd),
         Command::Train(args) => train::train(args),
         Command::Eval(args) => train::eval(args),
+        Command::Probe(cmd) => probe::run(cmd),
     }
 }

@@ -4,14 +4,14 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use burn::backend::Autodiff;
 use burn_flex::{Flex, FlexDevice};
 use exvit_data::resize::Filter;
-use exvit_data::transform::{EvalTransform, Normalize, Transform};
+use exvit_data::transform::Transform;
 use exvit_train::run::{evaluate_on, train_run, RunConfig};
 use exvit_train::TrainConfig;
-use exvit_zoo::{load_safetensors, resolve_model, ChannelOrder, LoadMode, MobileVit};
+use exvit_zoo::{load_safetensors, resolve_model, LoadMode, MobileVit};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(clap::Args, Debug)]
@@ -134,12 +134,7 @@ fn build_config(a: &TrainArgs) -> Result<RunConfig> {
 }
 
 pub fn train(a: TrainArgs) -> Result<()> {
-    if a.device != "cpu" {
-        bail!(
-            "--device {}: this build has only the CPU backend (the CUDA backend is a planned cargo feature)",
-            a.device
-        );
-    }
+    crate::common::check_device(&a.device)?;
     let cfg = build_config(&a)?;
     cfg.validate().context("checking the run config")?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -221,26 +216,14 @@ pub struct EvalArgs {
 }
 
 pub fn eval(a: EvalArgs) -> Result<()> {
-    let split_dir = if a.data.join(&a.split).is_dir() { a.data.join(&a.split) } else { a.data.clone() };
-    let ds = exvit_data::open_path(&split_dir, &a.split).with_context(|| format!("reading {}", split_dir.display()))?;
-    let ds = Arc::new(ds);
+    let (split_dir, ds) = crate::common::open_split(&a.data, &a.split)?;
     let mcfg = resolve_model(&a.model, ds.classes.len()).with_context(|| format!("model `{}`", a.model))?;
-    let pre = mcfg.pretrained.clone();
-    let size = a.resolution.unwrap_or(pre.input_size[1]);
-    let filter = match a.interpolation {
-        Some(f) => f,
-        None => pre.interpolation.parse().map_err(anyhow::Error::msg)?,
-    };
-    let tf = EvalTransform::from_crop_pct(size, a.crop_pct.unwrap_or(pre.crop_pct), filter);
+    let (tf, norm) = crate::common::eval_preprocessing(&mcfg.pretrained, a.resolution, a.crop_pct, a.interpolation)?;
+    let (size, filter) = (tf.crop, tf.filter);
     let dev = FlexDevice;
     let model: MobileVit<Flex> = mcfg.init(&dev);
     let (model, _) = load_safetensors(model, &a.weights, LoadMode::Strict)
         .with_context(|| format!("loading {}", a.weights.display()))?;
-    let norm = Normalize {
-        mean: pre.mean.map(|v| v as f32),
-        std: pre.std.map(|v| v as f32),
-        bgr: pre.channel_order == ChannelOrder::Bgr,
-    };
     let mut lc = exvit_data::loader::LoaderConfig::new(Transform::Eval(tf), 0);
     lc.norm = norm;
     let stats = evaluate_on(&model, &ds, lc, size, a.batch, &dev).context("evaluating")?;

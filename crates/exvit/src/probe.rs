@@ -1,0 +1,414 @@
+//! `exvit probe taps | extract | fit | cka`.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use burn::backend::Autodiff;
+use burn::prelude::Backend;
+use burn_flex::{Flex, FlexDevice};
+use exvit_data::resize::Filter;
+use exvit_probe::{
+    extract, linear_cka_host, list_taps, run_probe, write_cka, write_probes, Cache, CkaRow, Dtype, ExtractConfig,
+    Pooling, ProbeConfig, ProbeError, ProbeRow, TapSpec,
+};
+use exvit_zoo::{load_safetensors, resolve_model, LoadMode, MobileVit};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::common::{check_device, classes_in_weights, eval_preprocessing, open_split};
+
+#[derive(clap::Subcommand, Debug)]
+pub enum ProbeCommand {
+    /// List a model's tap points with channels, map size and stride.
+    Taps(TapsArgs),
+    /// Run a frozen model over a split and cache its taps (resumable).
+    Extract(ExtractArgs),
+    /// Fit a linear probe per tap (and per combination) on cached features.
+    Fit(FitArgs),
+    /// Linear CKA between the taps of one cache, or between two caches.
+    Cka(CkaArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TapsArgs {
+    /// Zoo name or model TOML.
+    #[arg(long)]
+    model: String,
+    /// Input side (default: the model's pretrained config).
+    #[arg(long)]
+    resolution: Option<usize>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ExtractArgs {
+    /// Zoo name or model TOML.
+    #[arg(long)]
+    model: String,
+    /// Weights (safetensors, timm keys). Without: the model at its seeded random init.
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Seed of the random init (without --weights).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Dataset folder (a split folder, a folder with splits, or a CIFAR binary folder).
+    #[arg(long)]
+    data: PathBuf,
+    /// Split inside --data.
+    #[arg(long, default_value = "val")]
+    split: String,
+    /// Taps, comma-separated, each `name` or `name:pooling`; `all` for every tap.
+    #[arg(long, default_value = "all")]
+    taps: String,
+    /// Pooling of taps given without one: gap, avgmax, gridK.
+    #[arg(long, default_value = "gap")]
+    pool: String,
+    /// The cache folder (created; an existing one with the same settings is resumed).
+    #[arg(long)]
+    out: PathBuf,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Rows per shard (a multiple of --batch).
+    #[arg(long, default_value_t = 4096)]
+    shard_rows: usize,
+    /// Storage: f32 or f16.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// Input side (default: the model's pretrained config).
+    #[arg(long)]
+    resolution: Option<usize>,
+    /// Crop fraction (default: the pretrained config's).
+    #[arg(long)]
+    crop_pct: Option<f64>,
+    /// Interpolation (default: the pretrained config's).
+    #[arg(long)]
+    interpolation: Option<Filter>,
+    /// Loader threads (default: all cores).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Device: only `cpu` in this build.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct FitArgs {
+    /// Cache of the training split.
+    #[arg(long)]
+    train: PathBuf,
+    /// Cache of the evaluation split (same model, weights and taps).
+    #[arg(long)]
+    eval: PathBuf,
+    /// Columns to probe one by one, comma-separated (`tap` or `tap:pooling`); `all`: every one.
+    #[arg(long, default_value = "all")]
+    taps: String,
+    /// A combination probed as one concatenated feature, `a+b+c` (repeatable): an
+    /// ExMobileViT-style head on frozen features.
+    #[arg(long)]
+    combine: Vec<String>,
+    /// Weight decays to choose from on the held-out part of train (comma-separated).
+    #[arg(long, default_value = "1e-5,1e-4,1e-3,1e-2")]
+    wd: String,
+    /// Share of train held out to choose the weight decay.
+    #[arg(long, default_value_t = 0.1)]
+    holdout: f64,
+    /// L-BFGS iterations per fit.
+    #[arg(long, default_value_t = 200)]
+    max_iter: usize,
+    /// Seed of the held-out split.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// The table the rows are appended to.
+    #[arg(long, default_value = "probes.parquet")]
+    out: PathBuf,
+    /// Device: only `cpu` in this build.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CkaArgs {
+    /// A cache.
+    #[arg(long)]
+    cache: PathBuf,
+    /// A second cache over the same images: CKA between every column of each (for example the
+    /// same tap of two models). Without it: every pair of columns of --cache.
+    #[arg(long)]
+    other: Option<PathBuf>,
+    /// Columns (comma-separated) or `all`.
+    #[arg(long, default_value = "all")]
+    taps: String,
+    /// Use only the first N images (CKA needs no more than a few thousand).
+    #[arg(long)]
+    max_images: Option<usize>,
+    /// The table the rows are appended to.
+    #[arg(long, default_value = "cka.parquet")]
+    out: PathBuf,
+    /// Device: only `cpu` in this build.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+pub fn run(cmd: ProbeCommand) -> Result<()> {
+    match cmd {
+        ProbeCommand::Taps(a) => taps(a),
+        ProbeCommand::Extract(a) => extract_cmd(a),
+        ProbeCommand::Fit(a) => fit(a),
+        ProbeCommand::Cka(a) => cka(a),
+    }
+}
+
+fn taps(a: TapsArgs) -> Result<()> {
+    let mcfg = resolve_model(&a.model, 1000).with_context(|| format!("model `{}`", a.model))?;
+    let r = a.resolution.unwrap_or(mcfg.pretrained.input_size[1]);
+    let model: MobileVit<Flex> = mcfg.init(&FlexDevice);
+    let taps = list_taps(&model, &a.model, r, &FlexDevice)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&taps)?);
+        return Ok(());
+    }
+    println!("{} at {r}x{r}:", a.model);
+    println!("{:<28} {:>6} {:>9} {:>7}", "tap", "chans", "map", "stride");
+    for t in taps {
+        let map = if t.kind == "map" { format!("{}x{}", t.height, t.width) } else { "vector".into() };
+        let stride = if t.stride > 0 { t.stride.to_string() } else { "-".into() };
+        println!("{:<28} {:>6} {:>9} {:>7}", t.name, t.channels, map, stride);
+    }
+    Ok(())
+}
+
+/// A model of `name` with `weights` (any class count) or at its seeded random init.
+fn load_model<B: Backend>(name: &str, weights: Option<&Path>, seed: u64, classes: usize, dev: &B::Device) -> Result<MobileVit<B>> {
+    let classes = match weights {
+        Some(w) => classes_in_weights(w)?,
+        None => classes,
+    };
+    let mcfg = resolve_model(name, classes).with_context(|| format!("model `{name}`"))?;
+    B::seed(dev, seed);
+    let model: MobileVit<B> = mcfg.init(dev);
+    Ok(match weights {
+        Some(w) => load_safetensors(model, w, LoadMode::Strict).with_context(|| format!("loading {}", w.display()))?.0,
+        None => model,
+    })
+}
+
+fn extract_cmd(a: ExtractArgs) -> Result<()> {
+    check_device(&a.device)?;
+    let (dir, ds) = open_split(&a.data, &a.split)?;
+    let dev = FlexDevice;
+    let model: MobileVit<Flex> = load_model(&a.model, a.weights.as_deref(), a.seed, ds.classes.len(), &dev)?;
+    let mcfg = resolve_model(&a.model, 1)?;
+    let (eval, norm) = eval_preprocessing(&mcfg.pretrained, a.resolution, a.crop_pct, a.interpolation)?;
+    let default_pool: Pooling = a.pool.parse()?;
+    let names: Vec<String> = if a.taps == "all" {
+        model.tap_names()
+    } else {
+        a.taps.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+    };
+    let taps = names.iter().map(|n| TapSpec::parse(n, default_pool)).collect::<Result<Vec<_>, _>>()?;
+    let cfg = ExtractConfig {
+        model: a.model.clone(),
+        weights: a.weights.clone(),
+        init_seed: a.seed,
+        taps,
+        batch: a.batch,
+        shard_rows: a.shard_rows,
+        dtype: a.dtype.parse::<Dtype>()?,
+        eval,
+        norm,
+        workers: a.workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        ctrlc::set_handler(move || {
+            if stop.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+            eprintln!("\nCtrl-C: stopping after this batch; finished shards are kept (again to abort)");
+        })
+        .context("installing the Ctrl-C handler")?;
+    }
+    let bar = ProgressBar::new(0);
+    bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} images {per_sec} eta {eta}").expect("template"));
+    tracing::info!(
+        "extracting {} taps of {} from {} ({} images) into {}",
+        cfg.taps.len(),
+        a.model,
+        dir.display(),
+        ds.samples.len(),
+        a.out.display()
+    );
+    let result = extract(&model, ds, &a.out, &cfg, &dev, &stop, |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    });
+    bar.finish_and_clear();
+    match result {
+        Ok(s) => {
+            println!(
+                "{}: {} shards written, {} kept, {} images in {:.1} s ({:.0} img/s), {} unreadable skipped",
+                a.out.display(),
+                s.shards_written,
+                s.shards_kept,
+                s.images,
+                s.seconds,
+                s.images as f64 / s.seconds.max(1e-9),
+                s.bad
+            );
+            Ok(())
+        }
+        Err(e @ ProbeError::Interrupted { .. }) => {
+            eprintln!("{e}");
+            Ok(())
+        }
+        Err(e) => Err(e).context(format!("extracting into {}", a.out.display())),
+    }
+}
+
+fn columns(cache: &Cache, taps: &str) -> Vec<String> {
+    if taps == "all" {
+        cache.manifest.taps.iter().map(|t| t.spec.column()).collect()
+    } else {
+        taps.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+    }
+}
+
+fn fit(a: FitArgs) -> Result<()> {
+    check_device(&a.device)?;
+    let train = Cache::open(&a.train)?;
+    let eval = Cache::open(&a.eval)?;
+    let (mt, me) = (&train.manifest, &eval.manifest);
+    if (mt.model.as_str(), &mt.weights_fnv, mt.init_seed) != (me.model.as_str(), &me.weights_fnv, me.init_seed) {
+        bail!("{} and {} were extracted from different models or weights", a.train.display(), a.eval.display());
+    }
+    if mt.classes != me.classes {
+        bail!("{} and {} have different classes", a.train.display(), a.eval.display());
+    }
+    let wds = a
+        .wd
+        .split(',')
+        .map(|s| s.trim().parse::<f64>().with_context(|| format!("--wd: `{s}` is not a number")))
+        .collect::<Result<Vec<_>>>()?;
+    let cfg = ProbeConfig { wds, holdout: a.holdout, max_iter: a.max_iter, seed: a.seed, ..Default::default() };
+    let mut sets: Vec<Vec<String>> = columns(&train, &a.taps).into_iter().map(|c| vec![c]).collect();
+    for c in &a.combine {
+        sets.push(c.split('+').map(|s| s.trim().to_string()).collect());
+    }
+    let weights = mt.weights.clone().unwrap_or_else(|| format!("init(seed={})", mt.init_seed));
+    let dev = FlexDevice;
+    let mut rows = Vec::new();
+    println!("{:<44} {:>6} {:>8} {:>7} {:>7} {:>8}", "tap", "dim", "wd", "top-1", "top-5", "seconds");
+    for set in sets {
+        let refs: Vec<&str> = set.iter().map(String::as_str).collect();
+        let specs = refs.iter().map(|s| train.find(s).map(|t| t.spec.clone())).collect::<Result<Vec<_>, _>>()?;
+        let ft = train.read(&refs)?;
+        let fe = eval.read(&refs)?;
+        let r = run_probe::<Autodiff<Flex>>(ft.x, &ft.labels, fe.x, &fe.labels, mt.classes.len(), &cfg, &dev)
+            .with_context(|| format!("probing {}", set.join("+")))?;
+        let tap = specs.iter().map(|s| s.tap.as_str()).collect::<Vec<_>>().join("+");
+        let pooling = specs.iter().map(|s| s.pooling.to_string()).collect::<Vec<_>>().join("+");
+        println!(
+            "{:<44} {:>6} {:>8.0e} {:>6.2}% {:>6.2}% {:>8.1}",
+            specs.iter().map(|s| s.column()).collect::<Vec<_>>().join("+"),
+            r.dim,
+            r.wd,
+            r.top1,
+            r.top5,
+            r.seconds
+        );
+        rows.push(ProbeRow {
+            model: mt.model.clone(),
+            weights: weights.clone(),
+            tap,
+            pooling,
+            dim: r.dim as u32,
+            wd: r.wd,
+            top1: r.top1,
+            top5: r.top5,
+            n_train: r.n_train as u32,
+            n_eval: r.n_eval as u32,
+            seed: a.seed,
+            seconds: r.seconds,
+        });
+    }
+    write_probes(&a.out, &rows)?;
+    println!("{} rows appended to {}", rows.len(), a.out.display());
+    Ok(())
+}
+
+fn cka(a: CkaArgs) -> Result<()> {
+    check_device(&a.device)?;
+    let ca = Cache::open(&a.cache)?;
+    let cb = match &a.other {
+        Some(p) => Some(Cache::open(p)?),
+        None => None,
+    };
+    let cols_a = columns(&ca, &a.taps);
+    let cols_b = match &cb {
+        Some(c) => columns(c, &a.taps),
+        None => cols_a.clone(),
+    };
+    let limit = |f: exvit_probe::Features| -> exvit_probe::Features {
+        match a.max_images {
+            Some(n) if n < f.x.rows => {
+                let idx: Vec<usize> = (0..n).collect();
+                exvit_probe::Features {
+                    x: f.x.select_rows(&idx),
+                    labels: f.labels[..n].to_vec(),
+                    indices: f.indices[..n].to_vec(),
+                    dims: f.dims,
+                }
+            }
+            _ => f,
+        }
+    };
+    let read_all = |c: &Cache, cols: &[String]| -> Result<Vec<exvit_probe::Features>> {
+        cols.iter().map(|col| Ok(limit(c.read(&[col.as_str()])?))).collect()
+    };
+    let fa = read_all(&ca, &cols_a)?;
+    let fb = match &cb {
+        Some(c) => read_all(c, &cols_b)?,
+        None => fa.clone(),
+    };
+    if let (Some(x), Some(y)) = (fa.first(), fb.first()) {
+        if x.indices != y.indices {
+            bail!("{} and {} do not hold the same images in the same order", a.cache.display(), a.other.as_ref().unwrap().display());
+        }
+    }
+    let who = |c: &Cache| (c.manifest.model.clone(), c.manifest.weights.clone().unwrap_or_else(|| format!("init(seed={})", c.manifest.init_seed)));
+    let (model_a, weights_a) = who(&ca);
+    let (model_b, weights_b) = who(cb.as_ref().unwrap_or(&ca));
+    let dev = FlexDevice;
+    let mut rows = Vec::new();
+    println!("linear CKA, {} images: rows {} ({}), columns {} ({})", fa.first().map_or(0, |f| f.x.rows), model_a, weights_a, model_b, weights_b);
+    for (i, x) in fa.iter().enumerate() {
+        let mut line = format!("{:<32}", cols_a[i]);
+        for (j, y) in fb.iter().enumerate() {
+            // Within one cache the matrix is symmetric: compute each pair once.
+            let v = match rows.iter().find(|r: &&CkaRow| cb.is_none() && r.tap_a == cols_b[j] && r.tap_b == cols_a[i]) {
+                Some(r) => r.cka,
+                None => linear_cka_host::<Flex>(&x.x, &y.x, &dev)?,
+            };
+            line.push_str(&format!(" {v:5.2}"));
+            rows.push(CkaRow {
+                model_a: model_a.clone(),
+                weights_a: weights_a.clone(),
+                tap_a: cols_a[i].clone(),
+                model_b: model_b.clone(),
+                weights_b: weights_b.clone(),
+                tap_b: cols_b[j].clone(),
+                n: x.x.rows as u32,
+                cka: v,
+            });
+        }
+        println!("{line}");
+    }
+    write_cka(&a.out, &rows)?;
+    println!("{} rows appended to {}", rows.len(), a.out.display());
+    Ok(())
+}

@@ -111,12 +111,14 @@ pub struct LogReg {
     pub bias: Vec<f32>,
     /// Final objective value.
     pub loss: f64,
+    /// Objective evaluations (each a full pass over the features, forward and backward).
+    pub evals: usize,
 }
 
 impl LogReg {
     /// Zeros (the usual start: the objective is convex).
     pub fn zeros(d: usize, k: usize) -> LogReg {
-        LogReg { weight: Matrix::new(d, k, vec![0.0; d * k]), bias: vec![0.0; k], loss: f64::NAN }
+        LogReg { weight: Matrix::new(d, k, vec![0.0; d * k]), bias: vec![0.0; k], loss: f64::NAN, evals: 0 }
     }
 
     /// Logits of `x` on `device`.
@@ -185,7 +187,9 @@ pub fn fit_logreg<B: AutodiffBackend>(
         .with_tolerance_change(1e-10)
         .with_line_search_fn(LineSearchFn::StrongWolfe)
         .init::<B>();
+    let mut evals = 0usize;
     let closure = |m: LinearProbe<B>| {
+        evals += 1;
         let loss = objective(&m, xt.clone(), yt.clone(), wd);
         let value = loss.clone().into_scalar().elem::<f64>();
         let grads = loss.backward();
@@ -197,7 +201,8 @@ pub fn fit_logreg<B: AutodiffBackend>(
     }
     let w = probe.weight.val().into_data().convert::<f32>().to_vec::<f32>().expect("f32");
     let b = probe.bias.val().into_data().convert::<f32>().to_vec::<f32>().expect("f32");
-    Ok(LogReg { weight: Matrix::new(d, k, w), bias: b, loss })
+    tracing::debug!(wd, loss, evals, rows = x.rows, dim = d, classes = k, "probe fitted");
+    Ok(LogReg { weight: Matrix::new(d, k, w), bias: b, loss, evals })
 }
 
 fn objective<B: Backend>(m: &LinearProbe<B>, x: Tensor<B, 2>, y: Tensor<B, 2, Int>, wd: f64) -> Tensor<B, 1> {

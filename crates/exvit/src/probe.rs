@@ -28,6 +28,36 @@ pub enum ProbeCommand {
     Fit(FitArgs),
     /// Linear CKA between the taps of one cache, or between two caches.
     Cka(CkaArgs),
+    /// Time one probe on synthetic features (default: 50,000 x 640, 1000 classes).
+    Bench(ProbeBenchArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ProbeBenchArgs {
+    /// Training rows.
+    #[arg(long, default_value_t = 50_000)]
+    n: usize,
+    /// Evaluation rows.
+    #[arg(long, default_value_t = 10_000)]
+    n_eval: usize,
+    /// Feature width.
+    #[arg(long, default_value_t = 640)]
+    dim: usize,
+    /// Classes.
+    #[arg(long, default_value_t = 1000)]
+    classes: usize,
+    /// Weight decays (comma-separated); several: chosen on 10% held out, then refit.
+    #[arg(long, default_value = "1e-4")]
+    wd: String,
+    /// L-BFGS iterations per fit.
+    #[arg(long, default_value_t = 100)]
+    max_iter: usize,
+    /// Std of the class means per feature (noise is 1): how hard the problem is.
+    #[arg(long, default_value_t = 0.06)]
+    separation: f32,
+    /// Also write the features and labels here (safetensors), for benches/probe-vs-sklearn.
+    #[arg(long)]
+    save: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -159,6 +189,7 @@ pub fn run(cmd: ProbeCommand) -> Result<()> {
         ProbeCommand::Extract(a) => extract_cmd(a),
         ProbeCommand::Fit(a) => fit(a),
         ProbeCommand::Cka(a) => cka(a),
+        ProbeCommand::Bench(a) => bench(a),
     }
 }
 
@@ -410,5 +441,67 @@ fn cka(a: CkaArgs) -> Result<()> {
     }
     write_cka(&a.out, &rows)?;
     println!("{} rows appended to {}", rows.len(), a.out.display());
+    Ok(())
+}
+
+/// Gaussian class clusters: class means N(0, sep²) per feature, unit noise.
+fn synthetic(n: usize, dim: usize, classes: usize, sep: f32, seed: u64) -> (exvit_probe::Matrix, Vec<u32>) {
+    let mut r = exvit_data::rng::Rng::keyed(seed, &[0x4245_4e43]);
+    let mut normal = move || {
+        let (u, v) = (r.unit().max(1e-12), r.unit());
+        ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
+    };
+    let mut m = exvit_data::rng::Rng::keyed(7, &[0x4d45_414e]);
+    let means: Vec<f32> = (0..classes * dim)
+        .map(|_| {
+            let (u, v) = (m.unit().max(1e-12), m.unit());
+            sep * ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
+        })
+        .collect();
+    let labels: Vec<u32> = (0..n).map(|i| (i % classes) as u32).collect();
+    let mut data = Vec::with_capacity(n * dim);
+    for &y in &labels {
+        let mu = &means[y as usize * dim..(y as usize + 1) * dim];
+        data.extend(mu.iter().map(|&c| c + normal()));
+    }
+    (exvit_probe::Matrix::new(n, dim, data), labels)
+}
+
+fn bench(a: ProbeBenchArgs) -> Result<()> {
+    let wds = a
+        .wd
+        .split(',')
+        .map(|s| s.trim().parse::<f64>().with_context(|| format!("--wd: `{s}` is not a number")))
+        .collect::<Result<Vec<_>>>()?;
+    let t0 = std::time::Instant::now();
+    let (xt, yt) = synthetic(a.n, a.dim, a.classes, a.separation, 1);
+    let (xe, ye) = synthetic(a.n_eval, a.dim, a.classes, a.separation, 2);
+    let gen = t0.elapsed().as_secs_f64();
+    if let Some(path) = &a.save {
+        let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        let ints = |v: &[u32]| v.iter().flat_map(|&x| i64::from(x).to_le_bytes()).collect::<Vec<u8>>();
+        let (bt, be, lt, le) = (bytes(&xt.data), bytes(&xe.data), ints(&yt), ints(&ye));
+        use safetensors::tensor::TensorView;
+        let views = vec![
+            ("x_train", TensorView::new(safetensors::Dtype::F32, vec![a.n, a.dim], &bt)?),
+            ("x_eval", TensorView::new(safetensors::Dtype::F32, vec![a.n_eval, a.dim], &be)?),
+            ("y_train", TensorView::new(safetensors::Dtype::I64, vec![a.n], &lt)?),
+            ("y_eval", TensorView::new(safetensors::Dtype::I64, vec![a.n_eval], &le)?),
+        ];
+        safetensors::serialize_to_file(views, None, path).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let cfg = ProbeConfig { wds, max_iter: a.max_iter, ..Default::default() };
+    let r = run_probe::<Autodiff<Flex>>(xt, &yt, xe, &ye, a.classes, &cfg, &FlexDevice)?;
+    let threads = rayon::current_num_threads();
+    println!(
+        "{}",
+        serde_json::json!({
+            "n_train": a.n, "n_eval": a.n_eval, "dim": a.dim, "classes": a.classes,
+            "wd": r.wd, "selection": r.selection, "max_iter": a.max_iter,
+            "seconds": r.seconds, "generate_seconds": gen,
+            "top1": r.top1, "top5": r.top5, "train_top1": r.train_top1,
+            "threads": threads, "peak_rss_mib": crate::bench::peak_rss_mib(),
+        })
+    );
     Ok(())
 }

@@ -36,7 +36,9 @@ pub fn eval_preprocessing(
     let size = resolution.unwrap_or(pre.input_size[1]);
     let filter = match interpolation {
         Some(f) => f,
-        None => pre.interpolation.parse().map_err(anyhow::Error::msg).context("the model's pretrained interpolation")?,
+        None => {
+            pre.interpolation.parse().map_err(anyhow::Error::msg).context("the model's pretrained interpolation")?
+        }
     };
     let tf = EvalTransform::from_crop_pct(size, crop_pct.unwrap_or(pre.crop_pct), filter);
     let norm = Normalize {
@@ -50,7 +52,8 @@ pub fn eval_preprocessing(
 /// Classes of a weights file's classifier (`head.fc.weight` is `[classes, features]`).
 pub fn classes_in_weights(path: &Path) -> Result<usize> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes).with_context(|| format!("{}: not safetensors", path.display()))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .with_context(|| format!("{}: not safetensors", path.display()))?;
     let t = st.tensor("head.fc.weight").with_context(|| format!("{}: no tensor `head.fc.weight`", path.display()))?;
     Ok(t.shape()[0])
 }

@@ -213,7 +213,13 @@ fn taps(a: TapsArgs) -> Result<()> {
 }
 
 /// A model of `name` with `weights` (any class count) or at its seeded random init.
-fn load_model<B: Backend>(name: &str, weights: Option<&Path>, seed: u64, classes: usize, dev: &B::Device) -> Result<MobileVit<B>> {
+fn load_model<B: Backend>(
+    name: &str,
+    weights: Option<&Path>,
+    seed: u64,
+    classes: usize,
+    dev: &B::Device,
+) -> Result<MobileVit<B>> {
     let classes = match weights {
         Some(w) => classes_in_weights(w)?,
         None => classes,
@@ -320,11 +326,10 @@ fn fit(a: FitArgs) -> Result<()> {
     if mt.classes != me.classes {
         bail!("{} and {} have different classes", a.train.display(), a.eval.display());
     }
-    let wds = a
-        .wd
-        .split(',')
-        .map(|s| s.trim().parse::<f64>().with_context(|| format!("--wd: `{s}` is not a number")))
-        .collect::<Result<Vec<_>>>()?;
+    let wds =
+        a.wd.split(',')
+            .map(|s| s.trim().parse::<f64>().with_context(|| format!("--wd: `{s}` is not a number")))
+            .collect::<Result<Vec<_>>>()?;
     let cfg = ProbeConfig { wds, holdout: a.holdout, max_iter: a.max_iter, seed: a.seed, ..Default::default() };
     let mut sets: Vec<Vec<String>> = columns(&train, &a.taps).into_iter().map(|c| vec![c]).collect();
     for c in &a.combine {
@@ -408,15 +413,31 @@ fn cka(a: CkaArgs) -> Result<()> {
     };
     if let (Some(x), Some(y)) = (fa.first(), fb.first()) {
         if x.indices != y.indices {
-            bail!("{} and {} do not hold the same images in the same order", a.cache.display(), a.other.as_ref().unwrap().display());
+            bail!(
+                "{} and {} do not hold the same images in the same order",
+                a.cache.display(),
+                a.other.as_ref().unwrap().display()
+            );
         }
     }
-    let who = |c: &Cache| (c.manifest.model.clone(), c.manifest.weights.clone().unwrap_or_else(|| format!("init(seed={})", c.manifest.init_seed)));
+    let who = |c: &Cache| {
+        (
+            c.manifest.model.clone(),
+            c.manifest.weights.clone().unwrap_or_else(|| format!("init(seed={})", c.manifest.init_seed)),
+        )
+    };
     let (model_a, weights_a) = who(&ca);
     let (model_b, weights_b) = who(cb.as_ref().unwrap_or(&ca));
     let dev = FlexDevice;
     let mut rows = Vec::new();
-    println!("linear CKA, {} images: rows {} ({}), columns {} ({})", fa.first().map_or(0, |f| f.x.rows), model_a, weights_a, model_b, weights_b);
+    println!(
+        "linear CKA, {} images: rows {} ({}), columns {} ({})",
+        fa.first().map_or(0, |f| f.x.rows),
+        model_a,
+        weights_a,
+        model_b,
+        weights_b
+    );
     for (i, x) in fa.iter().enumerate() {
         let mut line = format!("{:<32}", cols_a[i]);
         for (j, y) in fb.iter().enumerate() {
@@ -468,11 +489,10 @@ fn synthetic(n: usize, dim: usize, classes: usize, sep: f32, seed: u64) -> (exvi
 }
 
 fn bench(a: ProbeBenchArgs) -> Result<()> {
-    let wds = a
-        .wd
-        .split(',')
-        .map(|s| s.trim().parse::<f64>().with_context(|| format!("--wd: `{s}` is not a number")))
-        .collect::<Result<Vec<_>>>()?;
+    let wds =
+        a.wd.split(',')
+            .map(|s| s.trim().parse::<f64>().with_context(|| format!("--wd: `{s}` is not a number")))
+            .collect::<Result<Vec<_>>>()?;
     let t0 = std::time::Instant::now();
     let (xt, yt) = synthetic(a.n, a.dim, a.classes, a.separation, 1);
     let (xe, ye) = synthetic(a.n_eval, a.dim, a.classes, a.separation, 2);

@@ -1,0 +1,102 @@
+//! Synthetic report inputs: three models x two seeds of training curves, probes and CKA.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use exvit_probe::{CkaRow, ProbeRow};
+use exvit_report::{Inputs, Run};
+use exvit_train::run::MetricRow;
+
+pub const MODELS: [&str; 3] = ["mobilevit_xxs", "exmobilevit_xxs", "mobilevit_xxs_head432"];
+/// Final top-1 per model and seed (0, 1).
+pub const TOP1: [[f64; 2]; 3] = [[60.0, 62.0], [61.0, 64.0], [60.5, 61.5]];
+
+fn row(kind: &str, epoch: u64, it: u64, loss: f64, top1: f64) -> MetricRow {
+    MetricRow {
+        kind: kind.into(),
+        epoch,
+        iteration: it,
+        lr: 1e-3,
+        loss,
+        top1,
+        top5: (top1 + 25.0).min(100.0),
+        ema_top1: top1 - 3.0,
+        ema_top5: (top1 + 20.0).min(100.0),
+        img_per_s: if kind == "train" { 300.0 } else { 0.0 },
+        resolution: 32,
+        batch: 64,
+    }
+}
+
+pub fn inputs() -> Inputs {
+    let mut runs = Vec::new();
+    for (m, model) in MODELS.iter().enumerate() {
+        for seed in 0..2u64 {
+            let mut metrics = Vec::new();
+            for e in 0..4u64 {
+                for s in 0..5u64 {
+                    metrics.push(row(
+                        "train",
+                        e,
+                        e * 5 + s + 1,
+                        2.3 - 0.4 * e as f64 - 0.02 * s as f64 + 0.05 * m as f64,
+                        0.0,
+                    ));
+                }
+                let frac = (e + 1) as f64 / 4.0;
+                metrics.push(row("eval", e, (e + 1) * 5, 2.2 - 0.35 * e as f64, TOP1[m][seed as usize] * frac));
+            }
+            runs.push(Run {
+                dir: PathBuf::from(format!("runs/{model}-s{seed}")),
+                model: model.to_string(),
+                seed,
+                config_text: format!("model = \"{model}\"\nseed = {seed}\n"),
+                metrics,
+                provenance: Some(
+                    serde_json::json!({"git_commit": "abc123", "config_hash": "00ff", "exvit_version": "0.1.0",
+                    "burn_version": "0.21.0", "cpu": "Test CPU", "threads": 2, "wall_seconds_this_process": 61.5}),
+                ),
+                params: Some(1_272_024 + m as u64 * 10_000),
+            });
+        }
+    }
+    let taps = ["stem", "stages.1", "stages.2", "stages.3", "final_conv", "pooled"];
+    let mut probes = Vec::new();
+    for (m, model) in MODELS.iter().enumerate().take(2) {
+        for weights in ["runs/w.safetensors", "init(seed=0)"] {
+            for (i, tap) in taps.iter().enumerate() {
+                let top1 = if weights.starts_with("init") { 30.0 - i as f64 } else { 35.0 + 5.0 * i as f64 + m as f64 };
+                probes.push(ProbeRow {
+                    model: model.to_string(),
+                    weights: weights.into(),
+                    tap: tap.to_string(),
+                    pooling: if *tap == "pooled" { "none".into() } else { "gap".into() },
+                    dim: 16 * (i as u32 + 1),
+                    wd: 1e-4,
+                    top1,
+                    top5: top1 + 30.0,
+                    n_train: 1000,
+                    n_eval: 200,
+                    seed: 0,
+                    seconds: 0.5,
+                });
+            }
+        }
+    }
+    let mut cka = Vec::new();
+    for a in 0..4 {
+        for b in 0..4 {
+            cka.push(CkaRow {
+                model_a: "mobilevit_xxs".into(),
+                weights_a: "runs/w.safetensors".into(),
+                tap_a: taps[a].into(),
+                model_b: "mobilevit_xxs".into(),
+                weights_b: "runs/w.safetensors".into(),
+                tap_b: taps[b].into(),
+                n: 200,
+                cka: 1.0 - 0.2 * (a as f64 - b as f64).abs(),
+            });
+        }
+    }
+    Inputs { runs, probes, cka, files: vec![PathBuf::from("probes.parquet")] }
+}

@@ -1,0 +1,76 @@
+//! The report's numbers and structure (the browser test checks what it looks like).
+
+mod common;
+
+use exvit_report::render::depth_key;
+use exvit_report::{render, write_report, ReportOptions};
+
+#[test]
+fn tables_hold_means_stds_and_paired_deltas() {
+    let r = render(&common::inputs(), &ReportOptions::default()).unwrap();
+    let md = &r.markdown;
+    // mobilevit_xxs: 60, 62 → 61.00 ± 1.41; exmobilevit_xxs: 61, 64 → 62.50 ± 2.12.
+    assert!(md.contains("| mobilevit_xxs | 1272024 | 2 | 61.00 ± 1.41 |"), "{md}");
+    assert!(md.contains("| exmobilevit_xxs | 1282024 | 2 | 62.50 ± 2.12 |"), "{md}");
+    // Paired by seed: (61-60, 64-62) = (1, 2) → +1.50 ± 0.71.
+    assert!(md.contains("+1.50 ± 0.71 (paired, n=2)"), "{md}");
+    // (60.5-60, 61.5-62) = (0.5, -0.5) → +0.00 ± 0.71.
+    assert!(md.contains("+0.00 ± 0.71 (paired, n=2)"), "{md}");
+    assert!(md.contains("| mobilevit_xxs_head432 |"));
+    assert!(md.contains("baseline"));
+    // Another baseline.
+    let opts = ReportOptions { baseline: Some("exmobilevit_xxs".into()), ..Default::default() };
+    let r2 = render(&common::inputs(), &opts).unwrap();
+    assert!(r2.markdown.contains("-1.50 ± 0.71 (paired, n=2)"), "{}", r2.markdown);
+    // Every figure is there, in the HTML and linked from the Markdown.
+    let ids: Vec<&str> = r.figures.iter().map(|f| f.id.as_str()).collect();
+    assert_eq!(ids, ["probe-depth", "cka-0", "curves-loss", "curves-top1"]);
+    for id in ids {
+        assert!(r.html.contains(&format!("data-figure=\"{id}\"")));
+        assert!(md.contains(&format!("(FIGURES/{id}.svg)")));
+    }
+    assert!(r.html.contains("abc123") && r.html.contains("Test CPU"), "provenance");
+    // Self-contained: nothing is fetched (the only URL is the SVG namespace).
+    for needle in ["src=", "href=", "<link", "<script", "@import", "url("] {
+        assert!(!r.html.contains(needle), "the page fetches something: {needle}");
+    }
+}
+
+#[test]
+fn probe_axis_follows_the_forward_pass() {
+    let mut taps = ["pooled", "stages.3", "stem", "final_conv", "stages.2.1.transformer", "stages.2", "exshortcuts.0"];
+    taps.sort_by(|a, b| depth_key(a).total_cmp(&depth_key(b)));
+    assert_eq!(
+        taps,
+        ["stem", "stages.2.1.transformer", "stages.2", "stages.3", "final_conv", "exshortcuts.0", "pooled"]
+    );
+}
+
+#[test]
+fn writes_html_markdown_and_svg_files_atomically() {
+    let dir = std::env::temp_dir().join(format!("exvit-report-write-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let r = render(&common::inputs(), &ReportOptions::default()).unwrap();
+    let md = write_report(&r, &dir.join("report.html")).unwrap();
+    assert_eq!(md, dir.join("report.md"));
+    let text = std::fs::read_to_string(&md).unwrap();
+    assert!(text.contains("](report_figures/probe-depth.svg)"));
+    for f in &r.figures {
+        let svg = std::fs::read_to_string(dir.join(format!("report_figures/{}.svg", f.id))).unwrap();
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn empty_inputs_say_so() {
+    let r = render(&exvit_report::Inputs::default(), &ReportOptions::default()).unwrap();
+    assert!(r.figures.is_empty());
+    assert!(r.html.contains("nothing to plot"));
+}

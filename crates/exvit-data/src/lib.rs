@@ -14,6 +14,7 @@ pub mod resize;
 pub mod rng;
 pub mod sampler;
 pub mod source;
+pub mod synthetic;
 pub mod transform;
 
 pub use check::{check_dataset, CheckOptions, CheckReport, OnBadImage, Record, Status};

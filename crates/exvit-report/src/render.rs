@@ -139,7 +139,13 @@ fn column_name(tap: &str, pooling: &str) -> String {
 /// Renders the report.
 pub fn render(inputs: &Inputs, opts: &ReportOptions) -> Result<Report, ReportError> {
     let mut figures = Vec::new();
-    let models = by_model(&inputs.runs);
+    let mut models = by_model(&inputs.runs);
+    if let Some(b) = &opts.baseline {
+        if let Some(i) = models.iter().position(|(m, _)| m == b) {
+            let base = models.remove(i);
+            models.insert(0, base);
+        }
+    }
     let color_of = |model: &str| -> usize {
         let mut names: Vec<&str> = models.iter().map(|(m, _)| m.as_str()).collect();
         for p in &inputs.probes {
@@ -393,44 +399,55 @@ fn tables(inputs: &Inputs, models: &[(String, Vec<&Run>)], opts: &ReportOptions)
         });
     }
     if !inputs.probes.is_empty() {
-        let mut keys: Vec<(String, String, String, String)> = Vec::new();
+        // One row per column (tap, pooling) in forward order, one column per model (trained / init).
+        let mut groups: Vec<(String, String)> = Vec::new();
+        let mut cols: Vec<(String, String)> = Vec::new();
         for p in &inputs.probes {
-            let k = (p.model.clone(), probe_label(&p.model, &p.weights), p.tap.clone(), p.pooling.clone());
-            if !keys.contains(&k) {
-                keys.push(k);
+            let g = (p.model.clone(), probe_label(&p.model, &p.weights));
+            if !groups.contains(&g) {
+                groups.push(g);
+            }
+            let c = (p.tap.clone(), p.pooling.clone());
+            if !cols.contains(&c) {
+                cols.push(c);
             }
         }
-        keys.sort_by(|a, b| {
-            (&a.0, &a.1).cmp(&(&b.0, &b.1)).then(depth_key(&a.2).total_cmp(&depth_key(&b.2))).then(a.2.cmp(&b.2))
+        groups.sort_by(|a, b| a.1.cmp(&b.1));
+        cols.sort_by(|a, b| {
+            let combo = |t: &str| t.contains('+');
+            combo(&a.0).cmp(&combo(&b.0)).then(depth_key(&a.0).total_cmp(&depth_key(&b.0))).then(a.0.cmp(&b.0))
         });
-        let rows = keys
+        let rows = cols
             .iter()
-            .map(|(m, l, t, pool)| {
-                let sel: Vec<&exvit_probe::ProbeRow> = inputs
-                    .probes
-                    .iter()
-                    .filter(|p| {
-                        p.model == *m && probe_label(&p.model, &p.weights) == *l && p.tap == *t && p.pooling == *pool
-                    })
-                    .collect();
-                let t1: Vec<f64> = sel.iter().map(|p| p.top1).collect();
-                let t5: Vec<f64> = sel.iter().map(|p| p.top5).collect();
-                vec![
-                    l.clone(),
-                    t.clone(),
-                    pool.clone(),
-                    sel[0].dim.to_string(),
-                    sel.len().to_string(),
-                    pm(&t1),
-                    pm(&t5),
-                    format!("{}/{}", sel[0].n_train, sel[0].n_eval),
-                ]
+            .map(|(t, pool)| {
+                let mut row = vec![t.clone(), pool.clone()];
+                for (m, l) in &groups {
+                    let v: Vec<f64> = inputs
+                        .probes
+                        .iter()
+                        .filter(|p| {
+                            p.model == *m
+                                && probe_label(&p.model, &p.weights) == *l
+                                && p.tap == *t
+                                && p.pooling == *pool
+                        })
+                        .map(|p| p.top1)
+                        .collect();
+                    row.push(pm(&v));
+                }
+                row
             })
             .collect();
+        let n = inputs.probes.first().map_or((0, 0), |p| (p.n_train, p.n_eval));
+        let mut header = vec!["tap".to_string(), "pooling".to_string()];
+        header.extend(groups.iter().map(|(_, l)| l.clone()));
         out.push(Table {
-            title: "Linear probes".into(),
-            note: "Logistic-regression probes on frozen, standardised features; weight decay chosen on 10% of train held out. `a+b`: the taps concatenated (an ExMobileViT-style head on frozen features). Mean ± std over seeds.".into(),
-            header: ["model", "tap", "pooling", "dim", "seeds", "top-1", "top-5", "train/eval images"].map(String::from).to_vec(),
+            title: "Linear probes: top-1 (%)".into(),
+            note: format!(
+                "Logistic-regression probes on frozen, standardised features ({} training, {} evaluation images); weight decay chosen on 10% of train held out. `a+b`: the taps concatenated (an ExMobileViT-style head on frozen features). Mean ± std over seeds where there are several. Every row, with top-5, width and weight decay, is in probes.parquet.",
+                n.0, n.1
+            ),
+            header,
             rows,
         });
     }
@@ -481,7 +498,7 @@ th{{background:#f3f3f3}}figure{{margin:1.5em 0}}figcaption{{font-size:13px;color
     if !opts.intro.is_empty() {
         let _ = writeln!(h, "<p>{}</p>", esc(&opts.intro));
     }
-    for t in tables.iter().filter(|t| t.title != "Provenance") {
+    for t in tables.iter().filter(|t| t.title == "Models") {
         table_html(&mut h, t);
     }
     if figures.is_empty() {
@@ -497,6 +514,9 @@ th{{background:#f3f3f3}}figure{{margin:1.5em 0}}figcaption{{font-size:13px;color
             esc(&f.title),
             esc(&f.caption)
         );
+    }
+    for t in tables.iter().filter(|t| t.title != "Models" && t.title != "Provenance") {
+        table_html(&mut h, t);
     }
     h.push_str("<h2>Provenance</h2>\n");
     for t in tables.iter().filter(|t| t.title == "Provenance") {
@@ -547,11 +567,14 @@ fn markdown(inputs: &Inputs, opts: &ReportOptions, figures: &[Figure], tables: &
         }
         m.push('\n');
     };
-    for t in tables.iter().filter(|t| t.title != "Provenance") {
+    for t in tables.iter().filter(|t| t.title == "Models") {
         md_table(&mut m, t);
     }
     for f in figures {
         let _ = writeln!(m, "![{}](FIGURES/{}.svg)\n\n*{}* {}\n", f.title, f.id, f.title, f.caption);
+    }
+    for t in tables.iter().filter(|t| t.title != "Models" && t.title != "Provenance") {
+        md_table(&mut m, t);
     }
     for t in tables.iter().filter(|t| t.title == "Provenance") {
         md_table(&mut m, t);

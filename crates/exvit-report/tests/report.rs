@@ -17,6 +17,11 @@ fn tables_hold_means_stds_and_paired_deltas() {
     // (60.5-60, 61.5-62) = (0.5, -0.5) → +0.00 ± 0.71.
     assert!(md.contains("+0.00 ± 0.71 (paired, n=2)"), "{md}");
     assert!(md.contains("| mobilevit_xxs_head432 |"));
+    // The probe table: one row per tap in forward order, one column per model and weights.
+    assert!(md.contains("| tap | pooling | exmobilevit_xxs (random init) | exmobilevit_xxs (trained) | mobilevit_xxs (random init) | mobilevit_xxs (trained) |"), "{md}");
+    assert!(md.contains("| stem | gap | 30.00 | 36.00 | 30.00 | 35.00 |"), "{md}");
+    assert!(md.contains("| pooled | none | 25.00 | 61.00 | 25.00 | 60.00 |"), "{md}");
+    assert!(md.find("| stem | gap |").unwrap() < md.find("| final_conv | gap |").unwrap());
     assert!(md.contains("baseline"));
     // Another baseline.
     let opts = ReportOptions { baseline: Some("exmobilevit_xxs".into()), ..Default::default() };

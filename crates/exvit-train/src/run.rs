@@ -73,6 +73,10 @@ pub struct RunConfig {
     /// Interpolation of the crops and the eval resize.
     #[serde(default = "bilinear")]
     pub interpolation: Filter,
+    /// RandomResizedCrop's area range (torchvision's default 0.08–1; a larger floor keeps
+    /// layout, as the demo's layout classes need).
+    #[serde(default = "rrc_scale")]
+    pub rrc_scale: (f64, f64),
     /// Eval: the shorter side is resized to `eval_size / eval_crop_pct`, then center-cropped.
     #[serde(default = "crop_pct")]
     pub eval_crop_pct: f64,
@@ -103,6 +107,9 @@ fn two() -> usize {
 }
 fn bilinear() -> Filter {
     Filter::Bilinear
+}
+fn rrc_scale() -> (f64, f64) {
+    (0.08, 1.0)
 }
 fn crop_pct() -> f64 {
     0.875
@@ -150,6 +157,10 @@ impl RunConfig {
         let bad = |m: String| Err(RunError::Config(m));
         if self.epochs == 0 || self.batch == 0 || self.size == 0 || self.accum == 0 {
             return bad("epochs, batch, size and accum must be positive".into());
+        }
+        let (lo, hi) = self.rrc_scale;
+        if !(0.0 < lo && lo <= hi && hi <= 1.0) {
+            return bad(format!("rrc_scale must satisfy 0 < low <= high <= 1, not ({lo}, {hi})"));
         }
         if !(0.0 < self.eval_crop_pct && self.eval_crop_pct <= 1.0) {
             return bad(format!("eval_crop_pct {} is not in (0, 1]", self.eval_crop_pct));
@@ -412,7 +423,11 @@ pub fn train_run<B: AutodiffBackend>(
         None => Sampling::Fixed(Fixed::train(cfg.batch, cfg.size)),
     };
     let mut loader = LoaderConfig::new(
-        Transform::Train(TrainTransform { filter: cfg.interpolation, ..TrainTransform::new(cfg.size) }),
+        Transform::Train(TrainTransform {
+            filter: cfg.interpolation,
+            scale: cfg.rrc_scale,
+            ..TrainTransform::new(cfg.size)
+        }),
         cfg.seed,
     );
     if let Some(w) = cfg.workers {

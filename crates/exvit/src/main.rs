@@ -4,6 +4,7 @@
 mod bench;
 mod common;
 mod data;
+mod demo;
 mod forward;
 mod probe;
 mod train;
@@ -23,6 +24,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The main job: train MobileViT, ExMobileViT and the wide-head control briefly on an
+    /// embedded procedural dataset (or --data), probe every tap, CKA, and write the report.
+    Demo(demo::DemoArgs),
+    /// Write an HTML + Markdown report from run directories and probe tables.
+    Report(demo::ReportArgs),
     /// Run a zoo model in eval mode on an input batch and print or save its outputs.
     Forward(forward::ForwardArgs),
     /// Time a forward pass or a training step (one configuration per process).
@@ -56,5 +62,7 @@ fn main() -> Result<()> {
         Command::Train(args) => train::train(args),
         Command::Eval(args) => train::eval(args),
         Command::Probe(cmd) => probe::run(cmd),
+        Command::Demo(args) => demo::demo(args),
+        Command::Report(args) => demo::report(args),
     }
 }

@@ -213,7 +213,7 @@ fn taps(a: TapsArgs) -> Result<()> {
 }
 
 /// A model of `name` with `weights` (any class count) or at its seeded random init.
-fn load_model<B: Backend>(
+pub fn load_model<B: Backend>(
     name: &str,
     weights: Option<&Path>,
     seed: u64,

@@ -84,6 +84,7 @@ fn build_config(a: &TrainArgs) -> Result<RunConfig> {
                 accum: 1,
                 workers: None,
                 interpolation: Filter::Bilinear,
+                rrc_scale: (0.08, 1.0),
                 eval_crop_pct: 0.875,
                 eval_size: None,
                 recipe: TrainConfig::cvnets(epochs),

@@ -1,0 +1,73 @@
+//! `exvit demo` end to end at toy scale (tiny models, 6 images per class, one epoch), and
+//! `exvit report` over its output. The full-size demo is README's first command; `.ci/run`
+//! runs it.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn exvit(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_exvit")).args(args).output().expect("run exvit");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+#[test]
+fn demo_trains_probes_and_reports_then_reuses_its_work() {
+    let dir = std::env::temp_dir().join(format!("exvit-cli-demo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let tiny = std::fs::read_to_string(repo().join("tests/fixtures/parity/tiny.toml")).unwrap();
+    let ex = tiny.replace("name = \"tiny\"", "name = \"tiny_ex\"")
+        + "\n[[exshortcuts]]\nstage = 2\nchannels = 8\n\n[[exshortcuts]]\nstage = 3\nchannels = 8\n";
+    std::fs::write(dir.join("tiny.toml"), &tiny).unwrap();
+    std::fs::write(dir.join("tiny_ex.toml"), ex).unwrap();
+    let models = format!("{},{}", dir.join("tiny.toml").display(), dir.join("tiny_ex.toml").display());
+    let out = dir.join("demo");
+    let args = [
+        "demo",
+        "--out",
+        out.to_str().unwrap(),
+        "--models",
+        &models,
+        "--epochs",
+        "1",
+        "--per-class",
+        "6",
+        "--batch",
+        "16",
+    ];
+    let (ok, stdout, stderr) = exvit(&args);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("report: "), "{stdout}");
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    for id in ["probe-depth", "cka-0", "curves-loss", "curves-top1"] {
+        assert!(html.contains(&format!("data-figure=\"{id}\"")), "figure {id} missing");
+    }
+    assert!(out.join("report.md").is_file() && out.join("report_figures/probe-depth.svg").is_file());
+    let probes = exvit_probe::read_probes(&out.join("probes.parquet")).unwrap();
+    // tiny: 11 taps + the early+head concat; tiny_ex: 13 + 1; each trained and at init.
+    assert_eq!(probes.len(), 2 * (12 + 14), "{probes:?}");
+    assert!(probes.iter().any(|p| p.weights.starts_with("init(") && p.tap == "exshortcuts.1"));
+    assert!(probes.iter().all(|p| (0.0..=100.0).contains(&p.top1) && p.n_train == 48 && p.n_eval == 16));
+    let cka = exvit_probe::read_cka(&out.join("cka.parquet")).unwrap();
+    assert!(cka.iter().any(|r| r.model_a != r.model_b), "base vs ExMobileViT CKA");
+
+    // Again: the trained runs are reused, the tables rewritten (not appended twice).
+    let (ok, _, stderr) = exvit(&args);
+    assert!(ok && stderr.contains("already trained, reused"), "{stderr}");
+    assert_eq!(exvit_probe::read_probes(&out.join("probes.parquet")).unwrap().len(), probes.len());
+
+    // `exvit report` over the same folder.
+    let other = dir.join("r/other.html");
+    let (ok, stdout, stderr) = exvit(&["report", out.to_str().unwrap(), "--out", other.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    // Figures: the probe curve, CKA within each model and between them (3), two training curves.
+    assert!(stdout.contains("(2 runs, 52 probes") && stdout.contains("6 figures"), "{stdout}");
+    assert!(dir.join("r/other.md").is_file() && dir.join("r/other_figures/curves-top1.svg").is_file());
+    let (ok, _, stderr) = exvit(&["report", dir.join("missing").to_str().unwrap()]);
+    assert!(!ok && stderr.contains("not a folder"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -16,6 +16,7 @@ pub mod extract;
 pub mod matrix;
 pub mod pool;
 pub mod probe;
+pub mod study;
 pub mod table;
 
 pub use cache::{Cache, CachedTap, Dtype, Features, Manifest};
@@ -25,4 +26,5 @@ pub use extract::{extract, list_taps, ExtractConfig, ExtractSummary, TapInfo};
 pub use matrix::Matrix;
 pub use pool::{Pooling, TapSpec};
 pub use probe::{fit_logreg, run_probe, standardize, LogReg, ProbeConfig, ProbeResult};
+pub use study::{cka_caches, probe_caches};
 pub use table::{read_cka, read_probes, write_cka, write_probes, CkaRow, ProbeRow};

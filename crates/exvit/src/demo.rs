@@ -11,8 +11,8 @@ use exvit_data::resize::Filter;
 use exvit_data::synthetic::{write_demo_dataset, DemoSpec, DEMO_CLASSES};
 use exvit_data::transform::{EvalTransform, Normalize};
 use exvit_probe::{
-    extract, linear_cka_host, run_probe, write_cka, write_probes, Cache, CkaRow, Dtype, ExtractConfig, Pooling,
-    ProbeConfig, ProbeRow, TapSpec,
+    cka_caches, extract, probe_caches, write_cka, write_probes, Cache, Dtype, ExtractConfig, Pooling, ProbeConfig,
+    ProbeRow, TapSpec,
 };
 use exvit_report::{collect, render, write_report, ReportOptions};
 use exvit_train::run::{train_run, RunConfig};
@@ -244,31 +244,9 @@ pub fn demo(a: DemoArgs) -> Result<()> {
         }
         // 3. Probes: every tap, and the ExMobileViT-style concat of early taps and the head.
         let (ct, cv) = (&pair[0], &pair[1]);
-        let mut columns: Vec<Vec<String>> = ct.manifest.taps.iter().map(|t| vec![t.spec.column()]).collect();
-        columns.push(["stages.2:gap", "stages.3:gap", "final_conv:gap"].map(String::from).to_vec());
-        let pcfg = ProbeConfig::default();
-        let mut rows = Vec::new();
-        for cols in &columns {
-            let refs: Vec<&str> = cols.iter().map(String::as_str).collect();
-            let (ft, fv) = (ct.read(&refs)?, cv.read(&refs)?);
-            let r = run_probe::<Autodiff<Flex>>(ft.x, &ft.labels, fv.x, &fv.labels, classes, &pcfg, &dev)?;
-            let specs: Vec<TapSpec> =
-                refs.iter().map(|c| ct.find(c).map(|t| t.spec.clone())).collect::<Result<_, _>>()?;
-            rows.push(ProbeRow {
-                model: model.clone(),
-                weights: weights.as_ref().map_or(format!("init(seed={seed})"), |w| w.display().to_string()),
-                tap: specs.iter().map(|s| s.tap.as_str()).collect::<Vec<_>>().join("+"),
-                pooling: specs.iter().map(|s| s.pooling.to_string()).collect::<Vec<_>>().join("+"),
-                dim: r.dim as u32,
-                wd: r.wd,
-                top1: r.top1,
-                top5: r.top5,
-                n_train: r.n_train as u32,
-                n_eval: r.n_eval as u32,
-                seed: pcfg.seed,
-                seconds: r.seconds,
-            });
-        }
+        let mut sets: Vec<Vec<String>> = ct.manifest.taps.iter().map(|t| vec![t.spec.column()]).collect();
+        sets.push(["stages.2:gap", "stages.3:gap", "final_conv:gap"].map(String::from).to_vec());
+        let rows = probe_caches::<Autodiff<Flex>>(ct, cv, &sets, &ProbeConfig::default(), &dev, |_| {})?;
         write_probes(&probes_path, &rows)?;
         println!("probed {tag}: {} taps, best {}", rows.len(), best(&rows));
         caches.push((tag.clone(), model.clone(), weights.clone(), *seed, pair.pop().expect("val cache")));
@@ -280,29 +258,9 @@ pub fn demo(a: DemoArgs) -> Result<()> {
     let mut pairs: Vec<(usize, usize)> = (0..trained0.len()).map(|i| (i, i)).collect();
     pairs.extend((1..trained0.len()).map(|j| (0, j)));
     for (i, j) in pairs {
-        let (a_, b_) = (trained0[i], trained0[j]);
-        let cols_a: Vec<String> = a_.4.manifest.taps.iter().map(|t| t.spec.column()).collect();
-        let cols_b: Vec<String> = b_.4.manifest.taps.iter().map(|t| t.spec.column()).collect();
-        let fa: Vec<_> = cols_a.iter().map(|c| a_.4.read(&[c.as_str()])).collect::<Result<_, _>>()?;
-        let fb: Vec<_> = cols_b.iter().map(|c| b_.4.read(&[c.as_str()])).collect::<Result<_, _>>()?;
-        let w = |c: &(String, String, Option<PathBuf>, u64, Cache)| {
-            c.2.as_ref().map_or("init".into(), |p| p.display().to_string())
-        };
-        let mut rows = Vec::new();
-        for (x, ca) in fa.iter().zip(&cols_a) {
-            for (y, cb) in fb.iter().zip(&cols_b) {
-                rows.push(CkaRow {
-                    model_a: a_.1.clone(),
-                    weights_a: w(a_),
-                    tap_a: ca.clone(),
-                    model_b: b_.1.clone(),
-                    weights_b: w(b_),
-                    tap_b: cb.clone(),
-                    n: x.x.rows as u32,
-                    cka: linear_cka_host::<Flex>(&x.x, &y.x, &dev)?,
-                });
-            }
-        }
+        let (ca, cb) = (&trained0[i].4, &trained0[j].4);
+        let cols = |c: &Cache| -> Vec<String> { c.manifest.taps.iter().map(|t| t.spec.column()).collect() };
+        let rows = cka_caches::<Flex>(ca, Some(cb), &cols(ca), &cols(cb), None, &dev)?;
         write_cka(&cka_path, &rows)?;
     }
 

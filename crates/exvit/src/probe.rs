@@ -4,14 +4,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use burn::backend::Autodiff;
 use burn::prelude::Backend;
 use burn_flex::{Flex, FlexDevice};
 use exvit_data::resize::Filter;
 use exvit_probe::{
-    extract, linear_cka_host, list_taps, run_probe, write_cka, write_probes, Cache, CkaRow, Dtype, ExtractConfig,
-    Pooling, ProbeConfig, ProbeError, ProbeRow, TapSpec,
+    cka_caches, extract, list_taps, probe_caches, run_probe, write_cka, write_probes, Cache, Dtype, ExtractConfig,
+    Pooling, ProbeConfig, ProbeError, TapSpec,
 };
 use exvit_zoo::{load_safetensors, resolve_model, LoadMode, MobileVit};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -319,13 +319,6 @@ fn fit(a: FitArgs) -> Result<()> {
     check_device(&a.device)?;
     let train = Cache::open(&a.train)?;
     let eval = Cache::open(&a.eval)?;
-    let (mt, me) = (&train.manifest, &eval.manifest);
-    if (mt.model.as_str(), &mt.weights_fnv, mt.init_seed) != (me.model.as_str(), &me.weights_fnv, me.init_seed) {
-        bail!("{} and {} were extracted from different models or weights", a.train.display(), a.eval.display());
-    }
-    if mt.classes != me.classes {
-        bail!("{} and {} have different classes", a.train.display(), a.eval.display());
-    }
     let wds =
         a.wd.split(',')
             .map(|s| s.trim().parse::<f64>().with_context(|| format!("--wd: `{s}` is not a number")))
@@ -335,43 +328,19 @@ fn fit(a: FitArgs) -> Result<()> {
     for c in &a.combine {
         sets.push(c.split('+').map(|s| s.trim().to_string()).collect());
     }
-    let weights = mt.weights.clone().unwrap_or_else(|| format!("init(seed={})", mt.init_seed));
-    let dev = FlexDevice;
-    let mut rows = Vec::new();
     println!("{:<44} {:>6} {:>8} {:>7} {:>7} {:>8}", "tap", "dim", "wd", "top-1", "top-5", "seconds");
-    for set in sets {
-        let refs: Vec<&str> = set.iter().map(String::as_str).collect();
-        let specs = refs.iter().map(|s| train.find(s).map(|t| t.spec.clone())).collect::<Result<Vec<_>, _>>()?;
-        let ft = train.read(&refs)?;
-        let fe = eval.read(&refs)?;
-        let r = run_probe::<Autodiff<Flex>>(ft.x, &ft.labels, fe.x, &fe.labels, mt.classes.len(), &cfg, &dev)
-            .with_context(|| format!("probing {}", set.join("+")))?;
-        let tap = specs.iter().map(|s| s.tap.as_str()).collect::<Vec<_>>().join("+");
-        let pooling = specs.iter().map(|s| s.pooling.to_string()).collect::<Vec<_>>().join("+");
+    let rows = probe_caches::<Autodiff<Flex>>(&train, &eval, &sets, &cfg, &FlexDevice, |r| {
+        let cols: Vec<String> = r.tap.split('+').zip(r.pooling.split('+')).map(|(t, p)| format!("{t}:{p}")).collect();
         println!(
             "{:<44} {:>6} {:>8.0e} {:>6.2}% {:>6.2}% {:>8.1}",
-            specs.iter().map(|s| s.column()).collect::<Vec<_>>().join("+"),
+            cols.join("+"),
             r.dim,
             r.wd,
             r.top1,
             r.top5,
             r.seconds
         );
-        rows.push(ProbeRow {
-            model: mt.model.clone(),
-            weights: weights.clone(),
-            tap,
-            pooling,
-            dim: r.dim as u32,
-            wd: r.wd,
-            top1: r.top1,
-            top5: r.top5,
-            n_train: r.n_train as u32,
-            n_eval: r.n_eval as u32,
-            seed: a.seed,
-            seconds: r.seconds,
-        });
-    }
+    })?;
     write_probes(&a.out, &rows)?;
     println!("{} rows appended to {}", rows.len(), a.out.display());
     Ok(())
@@ -385,80 +354,21 @@ fn cka(a: CkaArgs) -> Result<()> {
         None => None,
     };
     let cols_a = columns(&ca, &a.taps);
-    let cols_b = match &cb {
-        Some(c) => columns(c, &a.taps),
-        None => cols_a.clone(),
-    };
-    let limit = |f: exvit_probe::Features| -> exvit_probe::Features {
-        match a.max_images {
-            Some(n) if n < f.x.rows => {
-                let idx: Vec<usize> = (0..n).collect();
-                exvit_probe::Features {
-                    x: f.x.select_rows(&idx),
-                    labels: f.labels[..n].to_vec(),
-                    indices: f.indices[..n].to_vec(),
-                    dims: f.dims,
-                }
-            }
-            _ => f,
-        }
-    };
-    let read_all = |c: &Cache, cols: &[String]| -> Result<Vec<exvit_probe::Features>> {
-        cols.iter().map(|col| Ok(limit(c.read(&[col.as_str()])?))).collect()
-    };
-    let fa = read_all(&ca, &cols_a)?;
-    let fb = match &cb {
-        Some(c) => read_all(c, &cols_b)?,
-        None => fa.clone(),
-    };
-    if let (Some(x), Some(y)) = (fa.first(), fb.first()) {
-        if x.indices != y.indices {
-            bail!(
-                "{} and {} do not hold the same images in the same order",
-                a.cache.display(),
-                a.other.as_ref().unwrap().display()
-            );
-        }
-    }
-    let who = |c: &Cache| {
-        (
-            c.manifest.model.clone(),
-            c.manifest.weights.clone().unwrap_or_else(|| format!("init(seed={})", c.manifest.init_seed)),
-        )
-    };
-    let (model_a, weights_a) = who(&ca);
-    let (model_b, weights_b) = who(cb.as_ref().unwrap_or(&ca));
-    let dev = FlexDevice;
-    let mut rows = Vec::new();
+    let cols_b = columns(cb.as_ref().unwrap_or(&ca), &a.taps);
+    let rows = cka_caches::<Flex>(&ca, cb.as_ref(), &cols_a, &cols_b, a.max_images, &FlexDevice)?;
+    let first = rows.first();
     println!(
         "linear CKA, {} images: rows {} ({}), columns {} ({})",
-        fa.first().map_or(0, |f| f.x.rows),
-        model_a,
-        weights_a,
-        model_b,
-        weights_b
+        first.map_or(0, |r| r.n),
+        ca.manifest.model,
+        ca.manifest.weights_label(),
+        first.map_or("", |r| r.model_b.as_str()),
+        first.map_or("", |r| r.weights_b.as_str())
     );
-    for (i, x) in fa.iter().enumerate() {
-        let mut line = format!("{:<32}", cols_a[i]);
-        for (j, y) in fb.iter().enumerate() {
-            // Within one cache the matrix is symmetric: compute each pair once.
-            let v = match rows.iter().find(|r: &&CkaRow| cb.is_none() && r.tap_a == cols_b[j] && r.tap_b == cols_a[i]) {
-                Some(r) => r.cka,
-                None => linear_cka_host::<Flex>(&x.x, &y.x, &dev)?,
-            };
-            line.push_str(&format!(" {v:5.2}"));
-            rows.push(CkaRow {
-                model_a: model_a.clone(),
-                weights_a: weights_a.clone(),
-                tap_a: cols_a[i].clone(),
-                model_b: model_b.clone(),
-                weights_b: weights_b.clone(),
-                tap_b: cols_b[j].clone(),
-                n: x.x.rows as u32,
-                cka: v,
-            });
-        }
-        println!("{line}");
+    for (i, col) in cols_a.iter().enumerate() {
+        let line: String =
+            rows[i * cols_b.len()..(i + 1) * cols_b.len()].iter().map(|r| format!(" {:5.2}", r.cka)).collect();
+        println!("{col:<32}{line}");
     }
     write_cka(&a.out, &rows)?;
     println!("{} rows appended to {}", rows.len(), a.out.display());

@@ -34,6 +34,8 @@ fn demo_trains_probes_and_reports_then_reuses_its_work() {
         &models,
         "--epochs",
         "1",
+        "--seeds",
+        "1",
         "--per-class",
         "6",
         "--batch",
@@ -49,7 +51,7 @@ fn demo_trains_probes_and_reports_then_reuses_its_work() {
     assert!(out.join("report.md").is_file() && out.join("report_figures/probe-depth.svg").is_file());
     let probes = exvit_probe::read_probes(&out.join("probes.parquet")).unwrap();
     // tiny: 11 taps + the early+head concat; tiny_ex: 13 + 1; each trained and at init.
-    assert_eq!(probes.len(), 2 * (12 + 14), "{probes:?}");
+    assert_eq!(probes.len(), 2 * (12 + 14));
     assert!(probes.iter().any(|p| p.weights.starts_with("init(") && p.tap == "exshortcuts.1"));
     assert!(probes.iter().all(|p| (0.0..=100.0).contains(&p.top1) && p.n_train == 48 && p.n_eval == 16));
     let cka = exvit_probe::read_cka(&out.join("cka.parquet")).unwrap();

@@ -27,6 +27,7 @@ fn screenshot(browser: &Path, page: &Path, png: &Path, (w, h): (u32, u32)) {
             "--no-sandbox",
             "--disable-gpu",
             "--disable-background-networking",
+            "--disable-dev-shm-usage",
             "--hide-scrollbars",
             &format!("--screenshot={}", png.display()),
             &format!("--window-size={w},{h}"),

@@ -1,7 +1,9 @@
-"""PyTorch eager side of benches/vs-pytorch: times one configuration and prints one JSON line
-with the same fields as `exvit bench`. Same work: eval forward under no_grad, or a train step
-(forward in train mode, cross entropy with label smoothing 0.1, backward, AdamW with PyTorch's
-defaults and weight decay 0.01)."""
+"""PyTorch side of benches/vs-pytorch and tools/device-check.sh: times one configuration and
+prints one JSON line with the same fields as `exvit bench`. Same work: eval forward under
+no_grad, or a train step (forward in train mode, cross entropy with label smoothing 0.1,
+backward, AdamW with PyTorch's defaults and weight decay 0.01). `--device cuda` runs on the GPU
+(synchronised before each clock read), `--bf16` under autocast to bfloat16 (f32 master weights),
+`--compile` through torch.compile (the compile happens in the warm-up)."""
 import argparse
 import json
 import resource
@@ -14,11 +16,12 @@ import timm
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools" / "parity"))
-from make_fixtures import EXMOBILEVIT, ExMobileViT  # noqa: E402
 
 
 def build(name):
-    if name in EXMOBILEVIT:
+    if name.startswith("exmobilevit"):
+        from make_fixtures import EXMOBILEVIT, ExMobileViT  # noqa: E402  (needs numpy, safetensors)
+
         m = ExMobileViT(*EXMOBILEVIT[name])
         m.forward = lambda x: m.forward_all(x)["logits"]
         return m
@@ -34,41 +37,54 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--threads", type=int, required=True)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--bf16", action="store_true")
+    ap.add_argument("--compile", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    model = build(a.model)
-    x = torch.rand(a.batch, 3, a.size, a.size)
-    y = torch.tensor([(7 * i + 3) % 1000 for i in range(a.batch)])
+    dev = torch.device(a.device)
+    model = build(a.model).to(dev)
+    x = torch.rand(a.batch, 3, a.size, a.size, device=dev)
+    y = torch.tensor([(7 * i + 3) % 1000 for i in range(a.batch)], device=dev)
+    net = torch.compile(model) if a.compile else model
+    cast = torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=a.bf16)
     if a.mode == "forward":
         model.eval()
 
         def step():
-            with torch.no_grad():
-                model(x)
+            with torch.no_grad(), cast:
+                net(x)
     else:
         model.train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
 
         def step():
             opt.zero_grad(set_to_none=True)
-            loss = torch.nn.functional.cross_entropy(model(x), y, label_smoothing=0.1)
+            with cast:
+                loss = torch.nn.functional.cross_entropy(net(x), y, label_smoothing=0.1)
             loss.backward()
             opt.step()
 
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
     for _ in range(a.warmup):
         step()
+    sync()
     times = []
     for _ in range(a.iters):
         t0 = time.perf_counter()
         step()
+        sync()
         times.append(time.perf_counter() - t0)
     secs = statistics.median(times)
     print(json.dumps({
         "side": "pytorch", "model": a.model, "mode": a.mode, "batch": a.batch, "size": a.size,
         "threads": torch.get_num_threads(), "seconds_per_iter": secs, "img_per_s": a.batch / secs,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-        "torch": torch.__version__,
+        "torch": torch.__version__, "device": a.device, "bf16": a.bf16, "compile": a.compile,
     }))
 
 

@@ -7,7 +7,6 @@ use anyhow::{ensure, Result};
 use burn::backend::Autodiff;
 use burn::prelude::*;
 use burn::tensor::{Distribution, TensorData};
-use burn_flex::{Flex, FlexDevice};
 use clap::{Args, ValueEnum};
 use exvit_train::{adamw_pytorch, smoothed_cross_entropy, train_step};
 use exvit_zoo::create_model;
@@ -40,6 +39,9 @@ pub struct BenchArgs {
     /// Timed iterations (the median is reported).
     #[arg(long, default_value_t = 5)]
     iters: usize,
+    /// Device: `cpu`, or `cuda[:N]` in a build with the `cuda` feature.
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 /// A memory figure of this process from /proc/self/status (`VmHWM:`, `VmRSS:`, …), in MiB
@@ -72,34 +74,48 @@ fn time(warmup: usize, iters: usize, mut f: impl FnMut()) -> f64 {
     t[t.len() / 2]
 }
 
-pub fn run(a: BenchArgs) -> Result<()> {
-    ensure!(a.iters >= 1 && a.batch >= 1, "--iters and --batch must be at least 1");
-    let dev = FlexDevice;
+/// Median seconds per iteration of `a`'s work on backend `B` (synchronised with the device).
+fn bench_on<B: Backend>(a: &BenchArgs, dev: &B::Device) -> Result<f64> {
     let shape = [a.batch, 3, a.size, a.size];
-    let secs = match a.mode {
+    let sync = || B::sync(dev).map_err(|e| anyhow::anyhow!("synchronising the device: {e:?}"));
+    Ok(match a.mode {
         Mode::Forward => {
-            let model = create_model::<Flex>(&a.model, 1000, &dev)?;
-            let x = Tensor::<Flex, 4>::random(shape, Distribution::Default, &dev);
+            let model = create_model::<B>(&a.model, 1000, dev)?;
+            let x = Tensor::<B, 4>::random(shape, Distribution::Default, dev);
             time(a.warmup, a.iters, || {
                 let _: TensorData = model.forward(x.clone()).into_data();
             })
         }
         Mode::Train => {
-            type AD = Autodiff<Flex>;
-            let mut model = Some(create_model::<AD>(&a.model, 1000, &dev)?);
+            let mut model = Some(create_model::<Autodiff<B>>(&a.model, 1000, dev)?);
             let mut optim = adamw_pytorch().init();
-            let loss_fn = smoothed_cross_entropy::<AD>(&dev);
-            let x = Tensor::<AD, 4>::random(shape, Distribution::Default, &dev);
+            let loss_fn = smoothed_cross_entropy::<Autodiff<B>>(dev);
+            let x = Tensor::<Autodiff<B>, 4>::random(shape, Distribution::Default, dev);
             let labels: Vec<i64> = (0..a.batch as i64).map(|i| (7 * i + 3) % 1000).collect();
-            let y = Tensor::<AD, 1, Int>::from_data(TensorData::new(labels, [a.batch]), &dev);
-            time(a.warmup, a.iters, || {
+            let y = Tensor::<Autodiff<B>, 1, Int>::from_data(TensorData::new(labels, [a.batch]), dev);
+            let mut err = None;
+            let t = time(a.warmup, a.iters, || {
                 let (m, _) = train_step(model.take().unwrap(), &mut optim, &loss_fn, x.clone(), y.clone(), 1e-3);
                 model = Some(m);
-            })
+                if let Err(e) = sync() {
+                    err = Some(e);
+                }
+            });
+            if let Some(e) = err {
+                return Err(e);
+            }
+            t
         }
-    };
+    })
+}
+
+pub fn run(a: BenchArgs) -> Result<()> {
+    ensure!(a.iters >= 1 && a.batch >= 1, "--iters and --batch must be at least 1");
+    let device = crate::common::parse_device(&a.device)?;
+    let secs = crate::with_backend!(device, |B, dev| bench_on::<B>(&a, &dev))?;
     let json = serde_json::json!({
         "side": "exvit",
+        "device": a.device,
         "model": a.model,
         "mode": format!("{:?}", a.mode).to_lowercase(),
         "batch": a.batch,

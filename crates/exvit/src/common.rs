@@ -10,12 +10,76 @@ use exvit_data::transform::{EvalTransform, Normalize};
 use exvit_data::Dataset;
 use exvit_zoo::{ChannelOrder, PretrainedCfg};
 
-/// Refuses any device but the CPU (the CUDA backend is a planned cargo feature).
-pub fn check_device(device: &str) -> Result<()> {
-    if device != "cpu" {
-        bail!("--device {device}: this build has only the CPU backend (the CUDA backend is a planned cargo feature)");
+/// Where a command computes: `--device cpu` (burn's flex backend) or `--device cuda[:N]`
+/// (burn's CUDA backend, with the `cuda` feature).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    /// The CPU.
+    Cpu,
+    /// CUDA device N.
+    #[cfg(feature = "cuda")]
+    Cuda(usize),
+}
+
+/// Parses `--device`, checking that a CUDA device can be created before burn tries (burn 0.21
+/// panics without a driver): the driver library loads, `cuInit` succeeds, device N exists and
+/// NVRTC loads.
+pub fn parse_device(s: &str) -> Result<Device> {
+    if s == "cpu" {
+        return Ok(Device::Cpu);
     }
-    Ok(())
+    let index = match s.strip_prefix("cuda") {
+        Some("") => 0,
+        Some(rest) => rest
+            .strip_prefix(':')
+            .and_then(|n| n.parse::<usize>().ok())
+            .with_context(|| format!("--device {s}: expected cpu, cuda or cuda:N"))?,
+        None => bail!("--device {s}: expected cpu, cuda or cuda:N"),
+    };
+    cuda_device(s, index)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_device(s: &str, _index: usize) -> Result<Device> {
+    bail!("--device {s}: this exvit was built without the `cuda` feature; rebuild with `cargo build --release -p exvit --features cuda` (docs/gpu.md)")
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_device(s: &str, index: usize) -> Result<Device> {
+    // SAFETY: these only try to dlopen the libraries (no symbol is called).
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        bail!("--device {s}: the NVIDIA driver library (libcuda.so) cannot be loaded: no NVIDIA driver on this machine, or it is not on the library path");
+    }
+    cudarc::driver::result::init().map_err(|e| anyhow::anyhow!("--device {s}: cuInit failed: {e:?}"))?;
+    let count =
+        cudarc::driver::result::device::get_count().map_err(|e| anyhow::anyhow!("--device {s}: {e:?}"))? as usize;
+    if index >= count {
+        bail!("--device {s}: this machine has {count} CUDA device(s)");
+    }
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        bail!("--device {s}: NVRTC (libnvrtc.so) cannot be loaded: add the CUDA toolkit's lib64 folder to LD_LIBRARY_PATH");
+    }
+    Ok(Device::Cuda(index))
+}
+
+/// Runs `$body` with `$B` the backend of `$device` and `$dev` its burn device.
+#[macro_export]
+macro_rules! with_backend {
+    ($device:expr, |$B:ident, $dev:ident| $body:expr) => {
+        match $device {
+            $crate::common::Device::Cpu => {
+                type $B = burn_flex::Flex;
+                let $dev = burn_flex::FlexDevice;
+                $body
+            }
+            #[cfg(feature = "cuda")]
+            $crate::common::Device::Cuda(i) => {
+                type $B = burn::backend::Cuda;
+                let $dev = burn::backend::cuda::CudaDevice { index: i };
+                $body
+            }
+        }
+    };
 }
 
 /// Opens `data/split` when that folder exists, else `data` itself (a split folder, or a CIFAR

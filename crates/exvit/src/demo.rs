@@ -1,15 +1,17 @@
 //! `exvit report` and `exvit demo`: the study on a small scale, from data to report.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use burn::backend::Autodiff;
-use burn_flex::{Flex, FlexDevice};
+use burn::prelude::Backend;
 use exvit_data::resize::Filter;
 use exvit_data::synthetic::{write_demo_dataset, DemoSpec, DEMO_CLASSES};
 use exvit_data::transform::{EvalTransform, Normalize};
+use exvit_data::Dataset;
 use exvit_probe::{
     cka_caches, extract, probe_caches, write_cka, write_probes, Cache, Dtype, ExtractConfig, Pooling, ProbeConfig,
     ProbeRow, TapSpec,
@@ -20,7 +22,7 @@ use exvit_train::TrainConfig;
 use exvit_zoo::MobileVit;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::common::{check_device, open_split};
+use crate::common::{open_split, parse_device};
 
 #[derive(clap::Args, Debug)]
 pub struct ReportArgs {
@@ -84,7 +86,7 @@ pub struct DemoArgs {
     /// least 2).
     #[arg(long, default_value_t = 160)]
     per_class: usize,
-    /// Device: only `cpu` in this build.
+    /// Device: `cpu`, or `cuda[:N]` in a build with the `cuda` feature.
     #[arg(long, default_value = "cpu")]
     device: String,
 }
@@ -101,7 +103,7 @@ fn demo_recipe(epochs: u64, steps_per_epoch: u64) -> TrainConfig {
 }
 
 pub fn demo(a: DemoArgs) -> Result<()> {
-    check_device(&a.device)?;
+    let device = parse_device(&a.device)?;
     let started = Instant::now();
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let (train_dir, val_dir, what) = match &a.data {
@@ -141,21 +143,56 @@ pub fn demo(a: DemoArgs) -> Result<()> {
     };
     let (_, train_ds) = open_split(&train_dir, "train")?;
     let (_, val_ds) = open_split(&val_dir, "val")?;
-    let classes = train_ds.classes.len();
     let models: Vec<String> = a.models.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+    crate::with_backend!(device, |B, dev| study::<B>(&a, &models, &train_dir, &val_dir, &train_ds, &val_ds, &dev))?;
+
+    // 5. The report.
+    let inputs = collect(std::slice::from_ref(&a.out))?;
+    let opts = ReportOptions {
+        title: "exvit demo: do early stages carry class information?".into(),
+        baseline: models.first().cloned(),
+        intro: format!(
+            "{} trained for {} epochs ({} seed(s) each, {}x{}, batch {}) on {what}; every tap probed with a logistic regression, for the trained models and at random init; linear CKA between taps. Total wall time {:.0} s on this machine.",
+            models.join(", "),
+            a.epochs,
+            a.seeds,
+            a.size,
+            a.size,
+            a.batch,
+            started.elapsed().as_secs_f64()
+        ),
+    };
+    let r = render(&inputs, &opts)?;
+    let html = a.out.join("report.html");
+    write_report(&r, &html)?;
+    println!("report: {} (and report.md), {:.0} s in all", html.display(), started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Steps 1–4 of the demo on backend `B`: train, extract, probe, CKA (files under `a.out`).
+#[allow(clippy::too_many_arguments)]
+fn study<B: Backend>(
+    a: &DemoArgs,
+    models: &[String],
+    train_dir: &Path,
+    val_dir: &Path,
+    train_ds: &Arc<Dataset>,
+    val_ds: &Arc<Dataset>,
+    dev: &B::Device,
+) -> Result<()> {
+    let classes = train_ds.classes.len();
     let steps = train_ds.samples.len().div_ceil(a.batch) as u64;
-    let dev = FlexDevice;
     let stop = AtomicBool::new(false);
 
     // 1. Train.
     let mut trained: Vec<(String, u64, PathBuf)> = Vec::new();
-    for model in &models {
+    for model in models {
         for seed in 0..a.seeds {
             let out = a.out.join("runs").join(format!("{}-s{seed}", tag_of(model)));
             let cfg = RunConfig {
                 model: model.clone(),
-                train_data: train_dir.clone(),
-                val_data: Some(val_dir.clone()),
+                train_data: train_dir.to_path_buf(),
+                val_data: Some(val_dir.to_path_buf()),
                 cifar_val_split: None,
                 out: out.clone(),
                 epochs: a.epochs,
@@ -184,7 +221,7 @@ pub fn demo(a: DemoArgs) -> Result<()> {
                     ProgressStyle::with_template("{prefix:>28} epoch {msg} [{bar:25}] {pos}/{len}").expect("template"),
                 );
                 bar.set_prefix(format!("{model} s{seed}"));
-                let s = train_run::<Autodiff<Flex>>(&cfg, resume, &stop, &dev, |p| {
+                let s = train_run::<Autodiff<B>>(&cfg, resume, &stop, dev, |p| {
                     bar.set_length(p.steps_in_epoch);
                     bar.set_position(p.step_in_epoch);
                     bar.set_message(format!("{}/{} loss {:.3}", p.epoch + 1, a.epochs, p.loss));
@@ -220,7 +257,7 @@ pub fn demo(a: DemoArgs) -> Result<()> {
     }
     let mut caches = Vec::new();
     for (model, weights, seed, tag) in &sets {
-        let net: MobileVit<Flex> = crate::probe::load_model(model, weights.as_deref(), *seed, classes, &dev)?;
+        let net: MobileVit<B> = crate::probe::load_model(model, weights.as_deref(), *seed, classes, dev)?;
         let taps: Vec<TapSpec> =
             net.tap_names().iter().map(|t| TapSpec::parse(t, Pooling::Gap)).collect::<Result<_, _>>()?;
         let cfg = ExtractConfig {
@@ -236,9 +273,9 @@ pub fn demo(a: DemoArgs) -> Result<()> {
             workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         };
         let mut pair = Vec::new();
-        for (split, ds) in [("train", &train_ds), ("val", &val_ds)] {
+        for (split, ds) in [("train", train_ds), ("val", val_ds)] {
             let dir = cache_root.join(tag).join(split);
-            extract(&net, ds.clone(), &dir, &cfg, &dev, &stop, |_, _| {})
+            extract(&net, ds.clone(), &dir, &cfg, dev, &stop, |_, _| {})
                 .with_context(|| format!("extracting {}", dir.display()))?;
             pair.push(Cache::open(&dir)?);
         }
@@ -246,7 +283,7 @@ pub fn demo(a: DemoArgs) -> Result<()> {
         let (ct, cv) = (&pair[0], &pair[1]);
         let mut sets: Vec<Vec<String>> = ct.manifest.taps.iter().map(|t| vec![t.spec.column()]).collect();
         sets.push(["stages.2:gap", "stages.3:gap", "final_conv:gap"].map(String::from).to_vec());
-        let rows = probe_caches::<Autodiff<Flex>>(ct, cv, &sets, &ProbeConfig::default(), &dev, |_| {})?;
+        let rows = probe_caches::<Autodiff<B>>(ct, cv, &sets, &ProbeConfig::default(), dev, |_| {})?;
         write_probes(&probes_path, &rows)?;
         println!("probed {tag}: {} taps, best {}", rows.len(), best(&rows));
         caches.push((tag.clone(), model.clone(), weights.clone(), *seed, pair.pop().expect("val cache")));
@@ -260,30 +297,10 @@ pub fn demo(a: DemoArgs) -> Result<()> {
     for (i, j) in pairs {
         let (ca, cb) = (&trained0[i].4, &trained0[j].4);
         let cols = |c: &Cache| -> Vec<String> { c.manifest.taps.iter().map(|t| t.spec.column()).collect() };
-        let rows = cka_caches::<Flex>(ca, Some(cb), &cols(ca), &cols(cb), None, &dev)?;
+        let rows = cka_caches::<B>(ca, Some(cb), &cols(ca), &cols(cb), None, dev)?;
         write_cka(&cka_path, &rows)?;
     }
 
-    // 5. The report.
-    let inputs = collect(std::slice::from_ref(&a.out))?;
-    let opts = ReportOptions {
-        title: "exvit demo: do early stages carry class information?".into(),
-        baseline: models.first().cloned(),
-        intro: format!(
-            "{} trained for {} epochs ({} seed(s) each, {}x{}, batch {}) on {what}; every tap probed with a logistic regression, for the trained models and at random init; linear CKA between taps. Total wall time {:.0} s on this machine.",
-            models.join(", "),
-            a.epochs,
-            a.seeds,
-            a.size,
-            a.size,
-            a.batch,
-            started.elapsed().as_secs_f64()
-        ),
-    };
-    let r = render(&inputs, &opts)?;
-    let html = a.out.join("report.html");
-    write_report(&r, &html)?;
-    println!("report: {} (and report.md), {:.0} s in all", html.display(), started.elapsed().as_secs_f64());
     Ok(())
 }
 

@@ -8,13 +8,10 @@ use anyhow::{ensure, Context, Result};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use burn::tensor::TensorData;
-use burn_flex::{Flex, FlexDevice};
 use clap::Args;
 use exvit_zoo::refinit::{reference_init, reference_input};
 use exvit_zoo::{create_model, load_safetensors, write_safetensors, LoadMode, RawTensor};
 use safetensors::{Dtype, SafeTensors};
-
-type B = Flex;
 
 #[derive(Args, Debug)]
 pub struct ForwardArgs {
@@ -54,6 +51,17 @@ pub struct ForwardArgs {
     /// Write `logits`, `pooled` and every stage output here (safetensors).
     #[arg(long)]
     output: Option<PathBuf>,
+    /// Device: `cpu`, or `cuda[:N]` in a build with the `cuda` feature.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Compare every output with this file (as written by --output, e.g. on another device):
+    /// prints the max abs difference and the relative error ‖a−b‖/‖b‖ per tensor, and fails when
+    /// one is above --tolerance.
+    #[arg(long)]
+    compare: Option<PathBuf>,
+    /// Relative-error bound of --compare (a GPU's TF32 matmuls need ~1e-2).
+    #[arg(long, default_value_t = 1e-2)]
+    tolerance: f64,
 }
 
 /// Reads a rank-4 f32 tensor `key` from a safetensors file.
@@ -78,7 +86,11 @@ fn read_input(path: &Path, key: &str) -> Result<TensorData> {
 }
 
 pub fn run(args: ForwardArgs) -> Result<()> {
-    let dev = FlexDevice;
+    let device = crate::common::parse_device(&args.device)?;
+    crate::with_backend!(device, |B, dev| run_on::<B>(args, dev))
+}
+
+fn run_on<B: Backend>(args: ForwardArgs, dev: B::Device) -> Result<()> {
     ensure!(args.size >= 32 && args.batch >= 1, "--size must be at least 32 and --batch at least 1");
     let data = match &args.input {
         Some(p) => read_input(p, &args.key)?,
@@ -127,9 +139,13 @@ pub fn run(args: ForwardArgs) -> Result<()> {
         println!("image {i}: top-{k} classes {}", top.join(", "));
     }
 
+    let named = outs.into_named_data();
+    if let Some(reference) = &args.compare {
+        compare(&named, reference, args.tolerance)?;
+    }
     if let Some(out) = &args.output {
         let mut tensors: Vec<RawTensor> = Vec::new();
-        for (name, data) in outs.into_named_data() {
+        for (name, data) in named {
             let shape = data.shape.as_slice().to_vec();
             let values = data.to_vec::<f32>().context("reading an output")?;
             tensors.push((name, Dtype::F32, shape, values.iter().flat_map(|x| x.to_le_bytes()).collect()));
@@ -139,5 +155,41 @@ pub fn run(args: ForwardArgs) -> Result<()> {
         write_safetensors(out, &tensors, meta).with_context(|| format!("writing {}", out.display()))?;
         println!("wrote   {}", out.display());
     }
+    Ok(())
+}
+
+/// Compares named outputs with a reference safetensors file (same names and shapes).
+fn compare(named: &[(String, TensorData)], reference: &Path, tolerance: f64) -> Result<()> {
+    let bytes = std::fs::read(reference).with_context(|| format!("reading {}", reference.display()))?;
+    let st = SafeTensors::deserialize(&bytes).with_context(|| format!("{}: not safetensors", reference.display()))?;
+    let mut worst = 0f64;
+    for (name, data) in named {
+        let view = st.tensor(name).with_context(|| format!("{}: no tensor `{name}`", reference.display()))?;
+        ensure!(
+            view.shape() == data.shape.as_slice(),
+            "{}: `{name}` is {:?}, this run's is {:?}",
+            reference.display(),
+            view.shape(),
+            data.shape
+        );
+        let want: Vec<f32> = view.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        let got = data.to_vec::<f32>().context("reading an output")?;
+        let (mut max_abs, mut diff2, mut ref2) = (0f64, 0f64, 0f64);
+        for (a, b) in got.iter().zip(&want) {
+            let d = f64::from(*a) - f64::from(*b);
+            max_abs = max_abs.max(d.abs());
+            diff2 += d * d;
+            ref2 += f64::from(*b).powi(2);
+        }
+        let rel = diff2.sqrt() / ref2.sqrt().max(1e-30);
+        worst = worst.max(rel);
+        println!("compare {name:<14} max_abs {max_abs:.3e}  rel {rel:.3e}");
+    }
+    ensure!(
+        worst <= tolerance,
+        "outputs differ from {}: worst relative error {worst:.3e} > {tolerance:.1e}",
+        reference.display()
+    );
+    println!("compare ok: worst relative error {worst:.3e} <= {tolerance:.1e} against {}", reference.display());
     Ok(())
 }

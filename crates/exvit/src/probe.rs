@@ -16,7 +16,7 @@ use exvit_probe::{
 use exvit_zoo::{load_safetensors, resolve_model, LoadMode, MobileVit};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::common::{check_device, classes_in_weights, eval_preprocessing, open_split};
+use crate::common::{classes_in_weights, eval_preprocessing, open_split, parse_device};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum ProbeCommand {
@@ -58,6 +58,9 @@ pub struct ProbeBenchArgs {
     /// Also write the features and labels here (safetensors), for benches/probe-vs-sklearn.
     #[arg(long)]
     save: Option<PathBuf>,
+    /// Device: `cpu`, or `cuda[:N]` in a build with the `cuda` feature.
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 #[derive(clap::Args, Debug)]
@@ -120,7 +123,7 @@ pub struct ExtractArgs {
     /// Loader threads (default: all cores).
     #[arg(long)]
     workers: Option<usize>,
-    /// Device: only `cpu` in this build.
+    /// Device: `cpu`, or `cuda[:N]` in a build with the `cuda` feature.
     #[arg(long, default_value = "cpu")]
     device: String,
 }
@@ -155,7 +158,7 @@ pub struct FitArgs {
     /// The table the rows are appended to.
     #[arg(long, default_value = "probes.parquet")]
     out: PathBuf,
-    /// Device: only `cpu` in this build.
+    /// Device: `cpu`, or `cuda[:N]` in a build with the `cuda` feature.
     #[arg(long, default_value = "cpu")]
     device: String,
 }
@@ -178,7 +181,7 @@ pub struct CkaArgs {
     /// The table the rows are appended to.
     #[arg(long, default_value = "cka.parquet")]
     out: PathBuf,
-    /// Device: only `cpu` in this build.
+    /// Device: `cpu`, or `cuda[:N]` in a build with the `cuda` feature.
     #[arg(long, default_value = "cpu")]
     device: String,
 }
@@ -234,30 +237,30 @@ pub fn load_model<B: Backend>(
 }
 
 fn extract_cmd(a: ExtractArgs) -> Result<()> {
-    check_device(&a.device)?;
+    let device = parse_device(&a.device)?;
     let (dir, ds) = open_split(&a.data, &a.split)?;
-    let dev = FlexDevice;
-    let model: MobileVit<Flex> = load_model(&a.model, a.weights.as_deref(), a.seed, ds.classes.len(), &dev)?;
     let mcfg = resolve_model(&a.model, 1)?;
     let (eval, norm) = eval_preprocessing(&mcfg.pretrained, a.resolution, a.crop_pct, a.interpolation)?;
     let default_pool: Pooling = a.pool.parse()?;
-    let names: Vec<String> = if a.taps == "all" {
-        model.tap_names()
-    } else {
-        a.taps.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
-    };
-    let taps = names.iter().map(|n| TapSpec::parse(n, default_pool)).collect::<Result<Vec<_>, _>>()?;
-    let cfg = ExtractConfig {
-        model: a.model.clone(),
-        weights: a.weights.clone(),
-        init_seed: a.seed,
-        taps,
-        batch: a.batch,
-        shard_rows: a.shard_rows,
-        dtype: a.dtype.parse::<Dtype>()?,
-        eval,
-        norm,
-        workers: a.workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
+    let dtype = a.dtype.parse::<Dtype>()?;
+    let config = |tap_names: Vec<String>| -> Result<ExtractConfig> {
+        let names: Vec<String> = if a.taps == "all" {
+            tap_names
+        } else {
+            a.taps.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+        };
+        Ok(ExtractConfig {
+            model: a.model.clone(),
+            weights: a.weights.clone(),
+            init_seed: a.seed,
+            taps: names.iter().map(|n| TapSpec::parse(n, default_pool)).collect::<Result<Vec<_>, _>>()?,
+            batch: a.batch,
+            shard_rows: a.shard_rows,
+            dtype,
+            eval,
+            norm,
+            workers: a.workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
+        })
     };
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -272,17 +275,22 @@ fn extract_cmd(a: ExtractArgs) -> Result<()> {
     }
     let bar = ProgressBar::new(0);
     bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} images {per_sec} eta {eta}").expect("template"));
-    tracing::info!(
-        "extracting {} taps of {} from {} ({} images) into {}",
-        cfg.taps.len(),
-        a.model,
-        dir.display(),
-        ds.samples.len(),
-        a.out.display()
-    );
-    let result = extract(&model, ds, &a.out, &cfg, &dev, &stop, |done, total| {
+    let progress = |done: usize, total: usize| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
+    };
+    let result = crate::with_backend!(device, |B, dev| {
+        let model: MobileVit<B> = load_model(&a.model, a.weights.as_deref(), a.seed, ds.classes.len(), &dev)?;
+        let cfg = config(model.tap_names())?;
+        tracing::info!(
+            "extracting {} taps of {} from {} ({} images) into {}",
+            cfg.taps.len(),
+            a.model,
+            dir.display(),
+            ds.samples.len(),
+            a.out.display()
+        );
+        extract(&model, ds.clone(), &a.out, &cfg, &dev, &stop, progress)
     });
     bar.finish_and_clear();
     match result {
@@ -316,7 +324,7 @@ fn columns(cache: &Cache, taps: &str) -> Vec<String> {
 }
 
 fn fit(a: FitArgs) -> Result<()> {
-    check_device(&a.device)?;
+    let device = parse_device(&a.device)?;
     let train = Cache::open(&a.train)?;
     let eval = Cache::open(&a.eval)?;
     let wds =
@@ -329,7 +337,7 @@ fn fit(a: FitArgs) -> Result<()> {
         sets.push(c.split('+').map(|s| s.trim().to_string()).collect());
     }
     println!("{:<44} {:>6} {:>8} {:>7} {:>7} {:>8}", "tap", "dim", "wd", "top-1", "top-5", "seconds");
-    let rows = probe_caches::<Autodiff<Flex>>(&train, &eval, &sets, &cfg, &FlexDevice, |r| {
+    let print = |r: &exvit_probe::ProbeRow| {
         let cols: Vec<String> = r.tap.split('+').zip(r.pooling.split('+')).map(|(t, p)| format!("{t}:{p}")).collect();
         println!(
             "{:<44} {:>6} {:>8.0e} {:>6.2}% {:>6.2}% {:>8.1}",
@@ -340,14 +348,16 @@ fn fit(a: FitArgs) -> Result<()> {
             r.top5,
             r.seconds
         );
-    })?;
+    };
+    let rows =
+        crate::with_backend!(device, |B, dev| probe_caches::<Autodiff<B>>(&train, &eval, &sets, &cfg, &dev, print))?;
     write_probes(&a.out, &rows)?;
     println!("{} rows appended to {}", rows.len(), a.out.display());
     Ok(())
 }
 
 fn cka(a: CkaArgs) -> Result<()> {
-    check_device(&a.device)?;
+    let device = parse_device(&a.device)?;
     let ca = Cache::open(&a.cache)?;
     let cb = match &a.other {
         Some(p) => Some(Cache::open(p)?),
@@ -355,7 +365,8 @@ fn cka(a: CkaArgs) -> Result<()> {
     };
     let cols_a = columns(&ca, &a.taps);
     let cols_b = columns(cb.as_ref().unwrap_or(&ca), &a.taps);
-    let rows = cka_caches::<Flex>(&ca, cb.as_ref(), &cols_a, &cols_b, a.max_images, &FlexDevice)?;
+    let rows =
+        crate::with_backend!(device, |B, dev| cka_caches::<B>(&ca, cb.as_ref(), &cols_a, &cols_b, a.max_images, &dev))?;
     let first = rows.first();
     println!(
         "linear CKA, {} images: rows {} ({}), columns {} ({})",
@@ -421,7 +432,8 @@ fn bench(a: ProbeBenchArgs) -> Result<()> {
         safetensors::serialize_to_file(views, None, path).with_context(|| format!("writing {}", path.display()))?;
     }
     let cfg = ProbeConfig { wds, max_iter: a.max_iter, ..Default::default() };
-    let r = run_probe::<Autodiff<Flex>>(xt, &yt, xe, &ye, a.classes, &cfg, &FlexDevice)?;
+    let device = parse_device(&a.device)?;
+    let r = crate::with_backend!(device, |B, dev| run_probe::<Autodiff<B>>(xt, &yt, xe, &ye, a.classes, &cfg, &dev))?;
     let threads = rayon::current_num_threads();
     println!(
         "{}",

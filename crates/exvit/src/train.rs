@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use burn::backend::Autodiff;
-use burn_flex::{Flex, FlexDevice};
 use exvit_data::resize::Filter;
 use exvit_data::transform::Transform;
 use exvit_train::run::{evaluate_on, train_run, RunConfig};
@@ -55,7 +54,7 @@ pub struct TrainArgs {
     /// Stop after N iterations in all.
     #[arg(long)]
     max_iterations: Option<u64>,
-    /// Device: only `cpu` in this build (the CUDA backend is a planned cargo feature).
+    /// Device: `cpu`, or `cuda[:N]` in a build with the `cuda` feature.
     #[arg(long, default_value = "cpu")]
     device: String,
 }
@@ -135,7 +134,7 @@ fn build_config(a: &TrainArgs) -> Result<RunConfig> {
 }
 
 pub fn train(a: TrainArgs) -> Result<()> {
-    crate::common::check_device(&a.device)?;
+    let device = crate::common::parse_device(&a.device)?;
     let cfg = build_config(&a)?;
     cfg.validate().context("checking the run config")?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -153,13 +152,19 @@ pub fn train(a: TrainArgs) -> Result<()> {
     bar.set_style(
         ProgressStyle::with_template("epoch {prefix} [{bar:25}] {pos}/{len} {msg}").unwrap().progress_chars("=> "),
     );
-    let dev = FlexDevice;
-    let summary = train_run::<Autodiff<Flex>>(&cfg, a.resume.is_some(), &stop, &dev, |p| {
+    let progress = |p: exvit_train::run::Progress| {
         bar.set_length(p.steps_in_epoch);
         bar.set_position(p.step_in_epoch);
         bar.set_prefix(format!("{}", p.epoch + 1));
         bar.set_message(format!("loss {:.4} lr {:.2e} {:.0} img/s", p.loss, p.lr, p.img_per_s));
-    })
+    };
+    let summary = crate::with_backend!(device, |B, dev| train_run::<Autodiff<B>>(
+        &cfg,
+        a.resume.is_some(),
+        &stop,
+        &dev,
+        progress
+    ))
     .with_context(|| format!("training run {}", cfg.out.display()))?;
     bar.finish_and_clear();
     let p = summary.position;
@@ -214,6 +219,9 @@ pub struct EvalArgs {
     /// Write the result as JSON here too.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Device: `cpu`, or `cuda[:N]` in a build with the `cuda` feature.
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 pub fn eval(a: EvalArgs) -> Result<()> {
@@ -221,13 +229,15 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     let mcfg = resolve_model(&a.model, ds.classes.len()).with_context(|| format!("model `{}`", a.model))?;
     let (tf, norm) = crate::common::eval_preprocessing(&mcfg.pretrained, a.resolution, a.crop_pct, a.interpolation)?;
     let (size, filter) = (tf.crop, tf.filter);
-    let dev = FlexDevice;
-    let model: MobileVit<Flex> = mcfg.init(&dev);
-    let (model, _) = load_safetensors(model, &a.weights, LoadMode::Strict)
-        .with_context(|| format!("loading {}", a.weights.display()))?;
+    let device = crate::common::parse_device(&a.device)?;
     let mut lc = exvit_data::loader::LoaderConfig::new(Transform::Eval(tf), 0);
     lc.norm = norm;
-    let stats = evaluate_on(&model, &ds, lc, size, a.batch, &dev).context("evaluating")?;
+    let stats = crate::with_backend!(device, |B, dev| {
+        let model: MobileVit<B> = mcfg.init(&dev);
+        let (model, _) = load_safetensors(model, &a.weights, LoadMode::Strict)
+            .with_context(|| format!("loading {}", a.weights.display()))?;
+        evaluate_on(&model, &ds, lc, size, a.batch, &dev).context("evaluating")?
+    });
     println!(
         "{} on {} ({} images, {}x{}, resize {} {:?}): top-1 {:.2}%  top-5 {:.2}%  loss {:.4}",
         a.model,

@@ -177,3 +177,36 @@ fn data_check_counts_classes_and_reports_bad_files() {
     ]);
     assert!(!ok && stderr.contains("broken.jpg"), "{stderr}");
 }
+
+#[test]
+fn forward_compare_checks_outputs_against_a_reference_file() {
+    let dir = tempdir();
+    let reference = dir.join("cpu.safetensors");
+    let args = ["forward", "--model", "mobilevit_xxs", "--size", "64", "--batch", "1"];
+    let (ok, _, stderr) = exvit(&[&args[..], &["--output", reference.to_str().unwrap()]].concat());
+    assert!(ok, "{stderr}");
+    // The same run again: every output equal.
+    let (ok, stdout, stderr) = exvit(&[&args[..], &["--compare", reference.to_str().unwrap()]].concat());
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("compare logits") && stdout.contains("compare ok"), "{stdout}");
+    // Another seed: other weights and input, refused with the worst relative error.
+    let (ok, _, stderr) = exvit(&[&args[..], &["--seed", "1", "--compare", reference.to_str().unwrap()]].concat());
+    assert!(!ok && stderr.contains("worst relative error"), "{stderr}");
+}
+
+#[test]
+fn device_flag_is_checked_before_any_work() {
+    let (ok, _, stderr) = exvit(&["forward", "--model", "mobilevit_xxs", "--device", "tpu"]);
+    assert!(!ok && stderr.contains("expected cpu, cuda or cuda:N"), "{stderr}");
+    let (ok, _, stderr) = exvit(&["bench", "--device", "cuda:0"]);
+    assert!(!ok, "{stderr}");
+    // Without the `cuda` feature the message says how to build it; with it, on a machine
+    // without a GPU, it names the missing driver (never burn's panic).
+    assert!(
+        stderr.contains("without the `cuda` feature")
+            || stderr.contains("libcuda.so")
+            || stderr.contains("CUDA device"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -71,5 +71,37 @@ fn demo_trains_probes_and_reports_then_reuses_its_work() {
     assert!(dir.join("r/other.md").is_file() && dir.join("r/other_figures/curves-top1.svg").is_file());
     let (ok, _, stderr) = exvit(&["report", dir.join("missing").to_str().unwrap()]);
     assert!(!ok && stderr.contains("not a folder"), "{stderr}");
+
+    // `--data ROOT`: a real ImageFolder with train/ and test/ (no val/), nothing generated.
+    let real = dir.join("real");
+    let spec = exvit_data::synthetic::DemoSpec { size: 28, train_per_class: 4, val_per_class: 2, seed: 9 };
+    exvit_data::synthetic::write_demo_dataset(&real, spec).unwrap();
+    std::fs::rename(real.join("val"), real.join("test")).unwrap();
+    let out2 = dir.join("demo2");
+    let (ok, stdout, stderr) = exvit(&[
+        "demo",
+        "--data",
+        real.to_str().unwrap(),
+        "--out",
+        out2.to_str().unwrap(),
+        "--models",
+        dir.join("tiny.toml").to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--seeds",
+        "1",
+        "--batch",
+        "8",
+        "--size",
+        "28",
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("report: "), "{stdout}");
+    assert!(!out2.join("data").exists(), "no dataset is generated with --data");
+    let probes = exvit_probe::read_probes(&out2.join("probes.parquet")).unwrap();
+    assert!(probes.iter().all(|p| p.n_train == 32 && p.n_eval == 16), "{:?}", probes[0]);
+    let (ok, _, stderr) =
+        exvit(&["demo", "--data", dir.join("tiny.toml").to_str().unwrap(), "--out", out2.to_str().unwrap()]);
+    assert!(!ok && stderr.contains("no val/ or test/ split"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }

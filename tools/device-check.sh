@@ -91,7 +91,8 @@ log "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
 
 section "1 parity: CPU against $DEVICE (relative error <= 1e-2; max abs reported)"
 for m in mobilevit_xxs mobilevit_s exmobilevit_928; do
-    run_timed 120 "$EXVIT" forward --model "$m" --size "$SIZE" --batch 2 --output "$OUT/parity-$m-cpu.safetensors" >/dev/null \
+    timeout 120 "$EXVIT" forward --model "$m" --size "$SIZE" --batch 2 --output "$OUT/parity-$m-cpu.safetensors" \
+        >/dev/null 2>>"$R" \
       && run_timed 120 "$EXVIT" forward --device "$DEVICE" --model "$m" --size "$SIZE" --batch 2 \
            --compare "$OUT/parity-$m-cpu.safetensors" --tolerance 1e-2 \
       && log "PARITY $m ok"

@@ -77,6 +77,16 @@ bench_pair() { # label model mode batch [python flags...]
     ratio "$label" "$e" "$p"
 }
 
+torch_only() { # label flag: PyTorch alone, mobilevit_s train and forward
+    local label=$1 flag=$2 mode b p
+    for mode in train forward; do
+        b=$TRAIN_B; [ $mode = forward ] && b=$FWD_B
+        p=$(timeout 150 "$PY" "$root/benches/vs_pytorch.py" --device "$torch_dev" --model mobilevit_s --mode $mode \
+            --batch "$b" --size "$SIZE" --warmup 3 --iters "$ITERS" --threads "$(nproc)" "$flag" 2>>"$R")
+        log "pytorch $label $p"
+    done
+}
+
 log "# exvit device check, $(date -u +%FT%TZ), device $DEVICE, small=$SMALL"
 section "0 environment"
 { nvidia-smi 2>&1 || echo "no nvidia-smi"; nvcc --version 2>&1 || echo "no nvcc"; } >>"$R"
@@ -104,12 +114,7 @@ bench_pair "mobilevit_s forward_b$FWD_B f32" mobilevit_s forward "$FWD_B"
 
 section "3 bf16 and exmobilevit_928"
 log "exvit bf16: not offered yet (exvit computes in f32; docs/gpu.md)"
-for mode in train forward; do
-    b=$TRAIN_B; [ $mode = forward ] && b=$FWD_B
-    p=$(timeout 150 "$PY" "$root/benches/vs_pytorch.py" --device "$torch_dev" --model mobilevit_s --mode $mode \
-        --batch "$b" --size "$SIZE" --warmup 3 --iters "$ITERS" --threads "$(nproc)" --bf16 2>>"$R")
-    log "pytorch bf16 $p"
-done
+torch_only "bf16" --bf16
 bench_pair "exmobilevit_928 train_b$TRAIN_B f32" exmobilevit_928 train "$TRAIN_B"
 bench_pair "exmobilevit_928 forward_b$FWD_B f32" exmobilevit_928 forward "$FWD_B"
 
@@ -117,11 +122,6 @@ section "4 linear probe: $PROBE_N x 640, 1000 classes"
 run_timed 240 "$EXVIT" probe bench --device "$DEVICE" --n "$PROBE_N" --n-eval 10000 --dim 640 --classes 1000 --max-iter 100
 
 section "5 torch.compile"
-for mode in train forward; do
-    b=$TRAIN_B; [ $mode = forward ] && b=$FWD_B
-    p=$(timeout 150 "$PY" "$root/benches/vs_pytorch.py" --device "$torch_dev" --model mobilevit_s --mode $mode \
-        --batch "$b" --size "$SIZE" --warmup 3 --iters "$ITERS" --threads "$(nproc)" --compile 2>>"$R")
-    log "pytorch compile $p"
-done
+torch_only "compile" --compile
 log ""
 log "# done $(date -u +%T)"

@@ -2,9 +2,10 @@
 # The prepared GPU check (docs/gpu.md). The device machine has the NVIDIA driver, nvcc 13,
 # PyTorch and timm, but no Rust and no network: build here, carry the binary, run there.
 #
-#   tools/device-check.sh build        # here: cargo build --release -p exvit --features cuda
+#   tools/device-check.sh build        # here: cargo build --release -p exvit --features cuda,
+#                                      #   stripped into dist/exvit (62 MiB: under the 64 MiB carry)
 #   tools/device-check.sh run          # there (OUT=results folder; the `run` tool's $OUT),
-#                                      #   carrying target/release/exvit
+#                                      #   carrying dist/exvit
 #   DEVICE=cpu SMALL=1 OUT=/tmp/dc tools/device-check.sh run
 #                                      # here: the same sections on the CPU at toy sizes, to test
 #                                      #   the script itself
@@ -22,9 +23,11 @@ set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cmd=${1:-run}
 if [ "$cmd" = build ]; then
-    cd "$root" && cargo build --release -p exvit --features cuda --locked
-    ls -la "$root/target/release/exvit"
-    exit $?
+    cd "$root" && cargo build --release -p exvit --features cuda --locked || exit 1
+    target=${CARGO_TARGET_DIR:-$root/target}
+    mkdir -p "$root/dist" && strip -o "$root/dist/exvit" "$target/release/exvit" || exit 1
+    ls -la "$target/release/exvit" "$root/dist/exvit"
+    exit 0
 fi
 [ "$cmd" = run ] || { echo "usage: $0 build|run" >&2; exit 2; }
 
@@ -32,7 +35,8 @@ OUT=${OUT:?set OUT to the results folder}
 mkdir -p "$OUT"
 DEVICE=${DEVICE:-cuda}
 SMALL=${SMALL:-0}
-EXVIT=${EXVIT:-$root/target/release/exvit}
+EXVIT=${EXVIT:-$root/dist/exvit}
+[ -x "$EXVIT" ] || EXVIT=$root/target/release/exvit
 PY=${PYTHON:-python3}
 R="$OUT/results.txt"
 export CUBECL_AUTOTUNE_LEVEL=${CUBECL_AUTOTUNE_LEVEL:-minimal}

@@ -146,15 +146,14 @@ pub fn render(inputs: &Inputs, opts: &ReportOptions) -> Result<Report, ReportErr
             models.insert(0, base);
         }
     }
-    let color_of = |model: &str| -> usize {
-        let mut names: Vec<&str> = models.iter().map(|(m, _)| m.as_str()).collect();
-        for p in &inputs.probes {
-            if !names.contains(&p.model.as_str()) {
-                names.push(&p.model);
-            }
+    // One colour per model: the runs' models in table order, then models that only have probes.
+    let mut colour_order: Vec<&str> = models.iter().map(|(m, _)| m.as_str()).collect();
+    for p in &inputs.probes {
+        if !colour_order.contains(&p.model.as_str()) {
+            colour_order.push(&p.model);
         }
-        names.iter().position(|m| *m == model).unwrap_or(0)
-    };
+    }
+    let color_of = |model: &str| -> usize { colour_order.iter().position(|m| *m == model).unwrap_or(0) };
 
     // Probe accuracy against depth.
     let singles: Vec<&exvit_probe::ProbeRow> = inputs.probes.iter().filter(|p| !p.tap.contains('+')).collect();

@@ -90,27 +90,39 @@ pub fn open_split(data: &Path, split: &str) -> Result<(PathBuf, Arc<Dataset>)> {
     Ok((dir, Arc::new(ds)))
 }
 
-/// The eval transform and normalisation of a pretrained config, with optional overrides.
-pub fn eval_preprocessing(
-    pre: &PretrainedCfg,
-    resolution: Option<usize>,
-    crop_pct: Option<f64>,
-    interpolation: Option<Filter>,
-) -> Result<(EvalTransform, Normalize)> {
-    let size = resolution.unwrap_or(pre.input_size[1]);
-    let filter = match interpolation {
-        Some(f) => f,
-        None => {
-            pre.interpolation.parse().map_err(anyhow::Error::msg).context("the model's pretrained interpolation")?
-        }
-    };
-    let tf = EvalTransform::from_crop_pct(size, crop_pct.unwrap_or(pre.crop_pct), filter);
-    let norm = Normalize {
-        mean: pre.mean.map(|v| v as f32),
-        std: pre.std.map(|v| v as f32),
-        bgr: pre.channel_order == ChannelOrder::Bgr,
-    };
-    Ok((tf, norm))
+/// Overrides of a model's pretrained eval preprocessing, shared by `exvit eval` and
+/// `exvit probe extract`.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct Preprocessing {
+    /// Input side (default: the model's pretrained config).
+    #[arg(long)]
+    pub resolution: Option<usize>,
+    /// Crop fraction (default: the model's pretrained config).
+    #[arg(long)]
+    pub crop_pct: Option<f64>,
+    /// Interpolation (default: the model's pretrained config).
+    #[arg(long)]
+    pub interpolation: Option<Filter>,
+}
+
+impl Preprocessing {
+    /// The eval transform and normalisation of `pre`, with these overrides.
+    pub fn resolve(&self, pre: &PretrainedCfg) -> Result<(EvalTransform, Normalize)> {
+        let size = self.resolution.unwrap_or(pre.input_size[1]);
+        let filter = match self.interpolation {
+            Some(f) => f,
+            None => {
+                pre.interpolation.parse().map_err(anyhow::Error::msg).context("the model's pretrained interpolation")?
+            }
+        };
+        let tf = EvalTransform::from_crop_pct(size, self.crop_pct.unwrap_or(pre.crop_pct), filter);
+        let norm = Normalize {
+            mean: pre.mean.map(|v| v as f32),
+            std: pre.std.map(|v| v as f32),
+            bgr: pre.channel_order == ChannelOrder::Bgr,
+        };
+        Ok((tf, norm))
+    }
 }
 
 /// Classes of a weights file's classifier (`head.fc.weight` is `[classes, features]`).

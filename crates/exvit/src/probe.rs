@@ -8,7 +8,6 @@ use anyhow::{Context, Result};
 use burn::backend::Autodiff;
 use burn::prelude::Backend;
 use burn_flex::{Flex, FlexDevice};
-use exvit_data::resize::Filter;
 use exvit_probe::{
     cka_caches, extract, list_taps, probe_caches, run_probe, write_cka, write_probes, Cache, Dtype, ExtractConfig,
     Pooling, ProbeConfig, ProbeError, TapSpec,
@@ -16,7 +15,7 @@ use exvit_probe::{
 use exvit_zoo::{load_safetensors, resolve_model, LoadMode, MobileVit};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::common::{classes_in_weights, eval_preprocessing, open_split, parse_device};
+use crate::common::{classes_in_weights, open_split, parse_device};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum ProbeCommand {
@@ -111,15 +110,8 @@ pub struct ExtractArgs {
     /// Storage: f32 or f16.
     #[arg(long, default_value = "f32")]
     dtype: String,
-    /// Input side (default: the model's pretrained config).
-    #[arg(long)]
-    resolution: Option<usize>,
-    /// Crop fraction (default: the pretrained config's).
-    #[arg(long)]
-    crop_pct: Option<f64>,
-    /// Interpolation (default: the pretrained config's).
-    #[arg(long)]
-    interpolation: Option<Filter>,
+    #[command(flatten)]
+    pre: crate::common::Preprocessing,
     /// Loader threads (default: all cores).
     #[arg(long)]
     workers: Option<usize>,
@@ -240,7 +232,7 @@ fn extract_cmd(a: ExtractArgs) -> Result<()> {
     let device = parse_device(&a.device)?;
     let (dir, ds) = open_split(&a.data, &a.split)?;
     let mcfg = resolve_model(&a.model, 1)?;
-    let (eval, norm) = eval_preprocessing(&mcfg.pretrained, a.resolution, a.crop_pct, a.interpolation)?;
+    let (eval, norm) = a.pre.resolve(&mcfg.pretrained)?;
     let default_pool: Pooling = a.pool.parse()?;
     let dtype = a.dtype.parse::<Dtype>()?;
     let config = |tap_names: Vec<String>| -> Result<ExtractConfig> {

@@ -204,15 +204,8 @@ pub struct EvalArgs {
     /// Split inside --data.
     #[arg(long, default_value = "val")]
     split: String,
-    /// Eval resolution (default: the model's pretrained config).
-    #[arg(long)]
-    resolution: Option<usize>,
-    /// Crop fraction (default: the model's pretrained config).
-    #[arg(long)]
-    crop_pct: Option<f64>,
-    /// Interpolation (default: the model's pretrained config).
-    #[arg(long)]
-    interpolation: Option<Filter>,
+    #[command(flatten)]
+    pre: crate::common::Preprocessing,
     /// Batch size.
     #[arg(long, default_value_t = 64)]
     batch: usize,
@@ -227,7 +220,7 @@ pub struct EvalArgs {
 pub fn eval(a: EvalArgs) -> Result<()> {
     let (split_dir, ds) = crate::common::open_split(&a.data, &a.split)?;
     let mcfg = resolve_model(&a.model, ds.classes.len()).with_context(|| format!("model `{}`", a.model))?;
-    let (tf, norm) = crate::common::eval_preprocessing(&mcfg.pretrained, a.resolution, a.crop_pct, a.interpolation)?;
+    let (tf, norm) = a.pre.resolve(&mcfg.pretrained)?;
     let (size, filter) = (tf.crop, tf.filter);
     let device = crate::common::parse_device(&a.device)?;
     let mut lc = exvit_data::loader::LoaderConfig::new(Transform::Eval(tf), 0);

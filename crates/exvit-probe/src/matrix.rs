@@ -37,20 +37,6 @@ impl Matrix {
         Matrix::new(idx.len(), self.cols, data)
     }
 
-    /// `[self | other]`, side by side.
-    pub fn hcat(parts: &[&Matrix]) -> Matrix {
-        let rows = parts.first().map_or(0, |m| m.rows);
-        assert!(parts.iter().all(|m| m.rows == rows), "hcat of matrices with different row counts");
-        let cols = parts.iter().map(|m| m.cols).sum();
-        let mut data = Vec::with_capacity(rows * cols);
-        for r in 0..rows {
-            for m in parts {
-                data.extend_from_slice(m.row(r));
-            }
-        }
-        Matrix::new(rows, cols, data)
-    }
-
     /// The matrix as a `[rows, cols]` tensor on `device`.
     pub fn to_tensor<B: Backend>(&self, device: &B::Device) -> Tensor<B, 2> {
         Tensor::from_data(TensorData::new(self.data.clone(), [self.rows, self.cols]), device)

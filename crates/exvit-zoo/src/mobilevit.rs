@@ -385,16 +385,6 @@ pub enum TapOutput<B: Backend> {
     Vector(Tensor<B, 2>),
 }
 
-impl<B: Backend> TapOutput<B> {
-    /// `[N, C, H, W]` of a map, `[N, C]` of a vector.
-    pub fn dims(&self) -> Vec<usize> {
-        match self {
-            TapOutput::Map(t) => t.dims().to_vec(),
-            TapOutput::Vector(t) => t.dims().to_vec(),
-        }
-    }
-}
-
 /// An unknown tap name, with the model's tap names.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("model `{model}` has no tap `{name}`; its taps: {known}")]

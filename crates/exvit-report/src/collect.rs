@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use exvit_probe::{read_cka, read_probes, CkaRow, ProbeRow};
-use exvit_train::run::{read_metrics, MetricRow, RunConfig};
+use exvit_train::run::{read_metrics, read_predictions, MetricRow, Predictions, RunConfig};
 
 use crate::ReportError;
 
@@ -25,6 +25,8 @@ pub struct Run {
     /// Learned parameters (from `model.safetensors`: every tensor but BatchNorm's running
     /// statistics, as timm's `parameters()`), where the weights are there.
     pub params: Option<u64>,
+    /// `predictions.parquet` (per-image label ranks of the last evaluation), where there is one.
+    pub predictions: Option<Predictions>,
 }
 
 impl Run {
@@ -143,7 +145,22 @@ fn read_run(dir: &Path) -> Result<Run, ReportError> {
     };
     let wpath = dir.join("model.safetensors");
     let params = if wpath.is_file() { Some(count_params(&wpath)?) } else { None };
-    Ok(Run { dir: dir.to_path_buf(), model: cfg.model, seed: cfg.seed, config_text, metrics, provenance, params })
+    let rpath = dir.join("predictions.parquet");
+    let predictions = if rpath.is_file() {
+        Some(read_predictions(&rpath).map_err(|e| ReportError::Input { path: rpath.clone(), message: e.to_string() })?)
+    } else {
+        None
+    };
+    Ok(Run {
+        dir: dir.to_path_buf(),
+        model: cfg.model,
+        seed: cfg.seed,
+        config_text,
+        metrics,
+        provenance,
+        params,
+        predictions,
+    })
 }
 
 /// Learned parameters in a safetensors file (BatchNorm running statistics left out).

@@ -11,6 +11,7 @@
 pub mod collect;
 pub mod plot;
 pub mod render;
+pub mod stats;
 
 pub use collect::{collect, Inputs, Run};
 pub use plot::{heatmap, line_chart, Series};

@@ -347,6 +347,95 @@ struct Table {
     rows: Vec<Vec<String>>,
 }
 
+/// The run of `runs` with seed `s`.
+fn run_of<'a>(runs: &[&'a Run], s: u64) -> Option<&'a Run> {
+    runs.iter().find(|r| r.seed == s).copied()
+}
+
+/// Resamples in the paired bootstrap over evaluation images.
+const BOOTSTRAP_RESAMPLES: usize = 2000;
+
+/// Every model against the baseline, then each non-baseline model against each later one (so
+/// ExMobileViT against its wide-head control): Δ top-1 with a 95% t interval over
+/// seeds (paired by seed) and a 95% paired bootstrap interval over evaluation images (from the
+/// runs' `predictions.parquet`). `None` with fewer than two models.
+fn comparisons(models: &[(String, Vec<&Run>)], baseline: &str) -> Option<Table> {
+    if models.len() < 2 {
+        return None;
+    }
+    let mut pairs: Vec<(usize, usize)> = Vec::new();
+    let b = models.iter().position(|(m, _)| m == baseline);
+    if let Some(b) = b {
+        pairs.extend((0..models.len()).filter(|&i| i != b).map(|i| (i, b)));
+    }
+    let others: Vec<usize> = (0..models.len()).filter(|&i| Some(i) != b).collect();
+    for (k, &j) in others.iter().enumerate() {
+        pairs.extend(others[k + 1..].iter().map(|&i| (j, i)));
+    }
+    let fmt = |i: Option<crate::stats::Interval>| {
+        i.map_or("–".to_string(), |i| format!("{:+.2} [{:+.2}, {:+.2}]", i.mean, i.lo, i.hi))
+    };
+    let rows = pairs
+        .iter()
+        .map(|&(i, j)| {
+            let (ma, ra) = &models[i];
+            let (mb, rb) = &models[j];
+            // Seeds present on both sides, in seed order.
+            let seeds: Vec<u64> = {
+                let mut v: Vec<u64> = ra.iter().map(|r| r.seed).filter(|s| rb.iter().any(|r| r.seed == *s)).collect();
+                v.sort();
+                v.dedup();
+                v
+            };
+            let diffs: Vec<f64> = seeds
+                .iter()
+                .filter_map(|&s| Some(run_of(ra, s)?.last_eval()?.top1 - run_of(rb, s)?.last_eval()?.top1))
+                .collect();
+            // Per-image correctness, only when every paired run has predictions on the same
+            // images (same labels in the same order).
+            let correct = |runs: &[&Run]| -> Option<Vec<(Vec<u32>, Vec<bool>)>> {
+                seeds
+                    .iter()
+                    .map(|&s| {
+                        let p = run_of(runs, s)?.predictions.as_ref()?;
+                        Some((p.labels.clone(), p.ranks.iter().map(|&r| r == 0).collect()))
+                    })
+                    .collect()
+            };
+            let boot = match (correct(ra), correct(rb)) {
+                (Some(a), Some(b)) if !a.is_empty() && a.iter().chain(&b).all(|(l, _)| *l == a[0].0) => {
+                    let a: Vec<Vec<bool>> = a.into_iter().map(|x| x.1).collect();
+                    let b: Vec<Vec<bool>> = b.into_iter().map(|x| x.1).collect();
+                    crate::stats::paired_bootstrap(&a, &b, BOOTSTRAP_RESAMPLES, 0)
+                }
+                _ => None,
+            };
+            let mean = if diffs.is_empty() {
+                "–".to_string()
+            } else {
+                format!("{:+.2}", diffs.iter().sum::<f64>() / diffs.len() as f64)
+            };
+            vec![
+                format!("{ma} − {mb}"),
+                seeds.len().to_string(),
+                mean,
+                fmt(crate::stats::t_interval(&diffs)),
+                fmt(boot),
+            ]
+        })
+        .collect();
+    Some(Table {
+        title: "Paired comparisons".into(),
+        note: format!(
+            "Δ top-1 (points) between two models trained with the same seeds. Over seeds: the mean of the per-seed differences and its 95% t interval (df = seeds − 1; it measures training noise, and is wide with few seeds). Over images: a paired bootstrap over the evaluation images ({BOOTSTRAP_RESAMPLES} resamples) of the per-image difference averaged over the seeds, 2.5–97.5 percentiles (it measures the finite test set, with the seeds held fixed). An interval that excludes 0 on both counts is evidence of a difference."
+        ),
+        header: ["comparison", "seeds", "Δ top-1", "95% CI over seeds", "95% CI over images (bootstrap)"]
+            .map(String::from)
+            .to_vec(),
+        rows,
+    })
+}
+
 fn tables(inputs: &Inputs, models: &[(String, Vec<&Run>)], opts: &ReportOptions) -> Vec<Table> {
     let mut out = Vec::new();
     if !models.is_empty() {
@@ -396,6 +485,9 @@ fn tables(inputs: &Inputs, models: &[(String, Vec<&Run>)], opts: &ReportOptions)
             header: ["model", "params", "seeds", "top-1", "top-5", "EMA top-1", "Δ top-1 vs baseline", "train img/s"].map(String::from).to_vec(),
             rows,
         });
+        if let Some(t) = comparisons(models, &baseline) {
+            out.push(t);
+        }
     }
     if !inputs.probes.is_empty() {
         // One row per column (tap, pooling) in forward order, one column per model (trained / init).

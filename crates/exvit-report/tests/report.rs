@@ -17,6 +17,23 @@ fn tables_hold_means_stds_and_paired_deltas() {
     // (60.5-60, 61.5-62) = (0.5, -0.5) → +0.00 ± 0.71.
     assert!(md.contains("+0.00 ± 0.71 (paired, n=2)"), "{md}");
     assert!(md.contains("| mobilevit_xxs_head432 |"));
+    // Paired comparisons. Ex − base: per-seed (1, 2) → +1.50, t interval ± 12.706·0.7071/√2 =
+    // ± 6.353. Over images: 6 of 200 images differ by half an image each → mean 1.5 points,
+    // standard error sqrt((75 − 1.5²)/200) = 0.60, so the bootstrap interval lies inside (0, 3.5).
+    let row = md.lines().find(|l| l.starts_with("| exmobilevit_xxs − mobilevit_xxs |")).expect(md);
+    assert!(row.starts_with("| exmobilevit_xxs − mobilevit_xxs | 2 | +1.50 | +1.50 [-4.85, +7.85] | +1.50 ["), "{row}");
+    let boot: Vec<f64> = row
+        .rsplit('[')
+        .next()
+        .unwrap()
+        .trim_end_matches(|c| c == ']' || c == '|' || c == ' ')
+        .split(", ")
+        .map(|x| x.parse().unwrap())
+        .collect();
+    assert!(boot[0] > 0.0 && boot[0] < 1.5 && boot[1] > 1.5 && boot[1] < 3.5, "{row}");
+    // Ex − control: (61 − 60.5, 64 − 61.5) = (0.5, 2.5) → +1.50 ± 12.706·1.4142/√2.
+    assert!(md.contains("| exmobilevit_xxs − mobilevit_xxs_head432 | 2 | +1.50 | +1.50 [-11.21, +14.21] |"), "{md}");
+    assert!(md.contains("| mobilevit_xxs_head432 − mobilevit_xxs | 2 | +0.00 |"), "{md}");
     // The probe table: one row per tap in forward order, one column per model and weights.
     assert!(md.contains("| tap | pooling | exmobilevit_xxs (random init) | exmobilevit_xxs (trained) | mobilevit_xxs (random init) | mobilevit_xxs (trained) |"), "{md}");
     assert!(md.contains("| stem | gap | 30.00 | 36.00 | 30.00 | 35.00 |"), "{md}");

@@ -17,9 +17,11 @@ pub use adamw::{AdamW as ExAdamW, AdamWConfig as ExAdamWConfig, GradBuffer};
 pub use checkpoint::{load_checkpoint, save_checkpoint, CheckpointError, Position};
 pub use ema::Ema;
 pub use fit::{fit, FitError, FitPlan, Sampling};
-pub use metrics::topk_correct;
+pub use metrics::{label_ranks, topk_correct};
 pub use schedule::CosineWarmup;
-pub use trainer::{batch_tensors, evaluate, Classifier, EvalStats, StepStats, TrainConfig, TrainError, Trainer};
+pub use trainer::{
+    batch_tensors, evaluate, evaluate_ranked, Classifier, EvalStats, StepStats, TrainConfig, TrainError, Trainer,
+};
 
 use burn::module::AutodiffModule;
 use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};

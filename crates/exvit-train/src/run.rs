@@ -34,7 +34,7 @@ use thiserror::Error;
 
 use crate::checkpoint::{load_checkpoint, save_checkpoint, Position};
 use crate::fit::{fit, FitPlan, Sampling};
-use crate::trainer::{batch_tensors, evaluate, EvalStats, TrainConfig, Trainer};
+use crate::trainer::{batch_tensors, evaluate_ranked, EvalStats, TrainConfig, Trainer};
 
 /// Everything a run needs, as `exvit train --config FILE.toml` reads it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -251,6 +251,61 @@ pub fn write_metrics(rows: &[MetricRow], path: &Path) -> Result<(), RunError> {
     write_atomic(path, |f| ParquetWriter::new(f).finish(&mut df).map(drop).map_err(|e| e.to_string()))
 }
 
+/// Per-image results of the latest evaluation of a run (`predictions.parquet`): for each
+/// validation image, in dataset order, its label and the rank of that label in the model's
+/// scores (0 = top-1 correct), and the same for the EMA. Two runs evaluated on the same split
+/// can be compared image by image (the report's paired bootstrap).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Predictions {
+    /// The epoch evaluated (0-based).
+    pub epoch: u64,
+    /// Labels.
+    pub labels: Vec<u32>,
+    /// The model's rank of each label (`u32::MAX`: a NaN score).
+    pub ranks: Vec<u32>,
+    /// The EMA's, when the run keeps one.
+    pub ema_ranks: Option<Vec<u32>>,
+}
+
+/// Writes `p` to `path` atomically.
+pub fn write_predictions(p: &Predictions, path: &Path) -> Result<(), RunError> {
+    let err = file_err(path);
+    let n = p.labels.len();
+    if p.ranks.len() != n || p.ema_ranks.as_ref().is_some_and(|r| r.len() != n) {
+        return Err(err(format!("{n} labels but {} ranks", p.ranks.len())));
+    }
+    let mut cols = vec![
+        Column::new("image".into(), (0..n as u32).collect::<Vec<_>>()),
+        Column::new("epoch".into(), vec![p.epoch; n]),
+        Column::new("label".into(), p.labels.clone()),
+        Column::new("rank".into(), p.ranks.clone()),
+    ];
+    if let Some(r) = &p.ema_ranks {
+        cols.push(Column::new("ema_rank".into(), r.clone()));
+    }
+    let mut df = DataFrame::new_infer_height(cols).map_err(|e| err(e.to_string()))?;
+    write_atomic(path, |f| ParquetWriter::new(f).finish(&mut df).map(drop).map_err(|e| e.to_string()))
+}
+
+/// Reads `predictions.parquet`; names the file and the column on bad input.
+pub fn read_predictions(path: &Path) -> Result<Predictions, RunError> {
+    let err = file_err(path);
+    let file = File::open(path).map_err(|e| err(e.to_string()))?;
+    let df = ParquetReader::new(file).finish().map_err(|e| err(e.to_string()))?;
+    let u32s = |name: &str| -> Result<Vec<u32>, RunError> {
+        let c = df.column(name).map_err(|e| err(format!("column `{name}`: {e}")))?;
+        let c = c.u32().map_err(|e| err(format!("column `{name}`: {e}")))?;
+        c.iter().map(|v| v.ok_or_else(|| err(format!("column `{name}`: a null value")))).collect()
+    };
+    let epoch = df
+        .column("epoch")
+        .and_then(|c| c.u64().map(|c| c.get(0).unwrap_or(0)))
+        .map_err(|e| err(format!("column `epoch`: {e}")))?;
+    let ema_ranks =
+        if df.get_column_names().iter().any(|c| c.as_str() == "ema_rank") { Some(u32s("ema_rank")?) } else { None };
+    Ok(Predictions { epoch, labels: u32s("label")?, ranks: u32s("rank")?, ema_ranks })
+}
+
 /// Reads `metrics.parquet` back into rows.
 pub fn read_metrics(path: &Path) -> Result<Vec<MetricRow>, RunError> {
     let err = file_err(path);
@@ -346,7 +401,7 @@ fn eval_transform(cfg: &RunConfig) -> (Transform, usize) {
 }
 
 /// Evaluates `model` on `ds`, in dataset order, through the loader configured by `lc` (its
-/// transform, normalisation and workers).
+/// transform, normalisation and workers): the statistics, and each image's label rank.
 pub fn evaluate_on<B: Backend, M: crate::trainer::Classifier<B>>(
     model: &M,
     ds: &Arc<Dataset>,
@@ -354,11 +409,11 @@ pub fn evaluate_on<B: Backend, M: crate::trainer::Classifier<B>>(
     size: usize,
     batch: usize,
     device: &B::Device,
-) -> Result<EvalStats, RunError> {
+) -> Result<(EvalStats, Vec<u32>), RunError> {
     let plan = Fixed::eval(batch, size).batches(ds.samples.len(), 0, 0, Replica::default());
     let loader = Loader::start(ds.clone(), plan, 0, 0, lc)?;
     let mut first_err = None;
-    let stats = evaluate(
+    let stats = evaluate_ranked(
         model,
         loader.map_while(|b| match b {
             Ok(b) => {
@@ -518,11 +573,21 @@ pub fn train_run<B: AutodiffBackend>(
         }
         // End of the epoch: evaluate, checkpoint.
         if let Some(v) = &val {
-            let m = evaluate_on(&trainer.model.valid(), v, eval_lc.clone(), eval_size, cfg.batch, device)?;
-            let e = match &trainer.ema {
-                Some(ema) => Some(evaluate_on(&ema.model, v, eval_lc.clone(), eval_size, cfg.batch, device)?),
-                None => None,
+            let (m, ranks) = evaluate_on(&trainer.model.valid(), v, eval_lc.clone(), eval_size, cfg.batch, device)?;
+            let (e, ema_ranks) = match &trainer.ema {
+                Some(ema) => {
+                    let (e, r) = evaluate_on(&ema.model, v, eval_lc.clone(), eval_size, cfg.batch, device)?;
+                    (Some(e), Some(r))
+                }
+                None => (None, None),
             };
+            let preds = Predictions {
+                epoch: pos.epoch - 1,
+                labels: v.samples.iter().map(|s| s.label as u32).collect(),
+                ranks,
+                ema_ranks,
+            };
+            write_predictions(&preds, &out.join("predictions.parquet"))?;
             rows.push(MetricRow {
                 kind: "eval".into(),
                 epoch: pos.epoch - 1,

@@ -18,7 +18,7 @@ use thiserror::Error;
 
 use crate::adamw::{AdamW, AdamWConfig, GradBuffer};
 use crate::ema::Ema;
-use crate::metrics::topk_correct;
+use crate::metrics::label_ranks;
 use crate::schedule::CosineWarmup;
 
 /// A model that maps images to class scores.
@@ -193,7 +193,17 @@ pub fn evaluate<B: Backend, M: Classifier<B>>(
     model: &M,
     batches: impl IntoIterator<Item = (Tensor<B, 4>, Vec<usize>)>,
 ) -> EvalStats {
-    let (mut n, mut c1, mut c5, mut loss) = (0usize, 0usize, 0usize, 0.0f64);
+    evaluate_ranked(model, batches).0
+}
+
+/// [`evaluate`], and the rank of each image's label (0 = correct at top-1), in batch order: the
+/// per-image record that paired comparisons of two models need.
+pub fn evaluate_ranked<B: Backend, M: Classifier<B>>(
+    model: &M,
+    batches: impl IntoIterator<Item = (Tensor<B, 4>, Vec<usize>)>,
+) -> (EvalStats, Vec<u32>) {
+    let (mut n, mut loss) = (0usize, 0.0f64);
+    let mut ranks = Vec::new();
     for (x, labels) in batches {
         let device = x.device();
         let logits = model.logits(x);
@@ -202,14 +212,19 @@ pub fn evaluate<B: Backend, M: Classifier<B>>(
             &device,
         );
         let l: f64 = CrossEntropyLossConfig::new().init(&device).forward(logits.clone(), y).into_scalar().elem();
-        let (a, b) = topk_correct(logits, &labels);
+        ranks.extend(label_ranks(logits, &labels));
         loss += l * labels.len() as f64;
         n += labels.len();
-        c1 += a;
-        c5 += b;
     }
-    let pct = |c: usize| if n == 0 { 0.0 } else { 100.0 * c as f64 / n as f64 };
-    EvalStats { images: n, top1: pct(c1), top5: pct(c5), loss: if n == 0 { 0.0 } else { loss / n as f64 } }
+    let pct = |k: u32| {
+        if n == 0 {
+            0.0
+        } else {
+            100.0 * ranks.iter().filter(|&&r| r < k).count() as f64 / n as f64
+        }
+    };
+    let stats = EvalStats { images: n, top1: pct(1), top5: pct(5), loss: if n == 0 { 0.0 } else { loss / n as f64 } };
+    (stats, ranks)
 }
 
 /// A loader batch as tensors on `device`: images `[n, 3, s, s]` and labels.

@@ -229,7 +229,7 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         let model: MobileVit<B> = mcfg.init(&dev);
         let (model, _) = load_safetensors(model, &a.weights, LoadMode::Strict)
             .with_context(|| format!("loading {}", a.weights.display()))?;
-        evaluate_on(&model, &ds, lc, size, a.batch, &dev).context("evaluating")?
+        evaluate_on(&model, &ds, lc, size, a.batch, &dev).context("evaluating")?.0
     });
     println!(
         "{} on {} ({} images, {}x{}, resize {} {:?}): top-1 {:.2}%  top-5 {:.2}%  loss {:.4}",

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use exvit_probe::{CkaRow, ProbeRow};
 use exvit_report::{Inputs, Run};
-use exvit_train::run::MetricRow;
+use exvit_train::run::{MetricRow, Predictions};
 
 pub const MODELS: [&str; 3] = ["mobilevit_xxs", "exmobilevit_xxs", "mobilevit_xxs_head432"];
 /// Final top-1 per model and seed (0, 1).
@@ -25,6 +25,20 @@ fn row(kind: &str, epoch: u64, it: u64, loss: f64, top1: f64) -> MetricRow {
         img_per_s: if kind == "train" { 300.0 } else { 0.0 },
         resolution: 32,
         batch: 64,
+    }
+}
+
+/// Images in each run's predictions.
+pub const IMAGES: usize = 200;
+
+/// Per-image results with `top1`% right: the first images right (rank 0), the rest rank 1.
+fn predictions(top1: f64) -> Predictions {
+    let right = (top1 * IMAGES as f64 / 100.0).round() as usize;
+    Predictions {
+        epoch: 3,
+        labels: (0..IMAGES as u32).map(|i| i % 10).collect(),
+        ranks: (0..IMAGES).map(|i| u32::from(i >= right)).collect(),
+        ema_ranks: None,
     }
 }
 
@@ -57,6 +71,7 @@ pub fn inputs() -> Inputs {
                     "burn_version": "0.21.0", "cpu": "Test CPU", "threads": 2, "wall_seconds_this_process": 61.5}),
                 ),
                 params: Some(1_272_024 + m as u64 * 10_000),
+                predictions: Some(predictions(TOP1[m][seed as usize])),
             });
         }
     }

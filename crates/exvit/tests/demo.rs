@@ -62,6 +62,50 @@ fn demo_trains_probes_and_reports_then_reuses_its_work() {
     assert!(ok && stderr.contains("already trained, reused"), "{stderr}");
     assert_eq!(exvit_probe::read_probes(&out.join("probes.parquet")).unwrap().len(), probes.len());
 
+    // The same study with two seeds trained in two child processes at once: seed 0 gives the
+    // run trained in-process above (up to the order of float sums: one compute thread there
+    // against two here); every run writes per-image predictions that agree with its metrics;
+    // the report holds the paired comparison; the probes use the per-class subset.
+    let out3 = dir.join("demo-jobs");
+    let mut args3: Vec<&str> = args.to_vec();
+    args3[2] = out3.to_str().unwrap();
+    args3[8] = "2";
+    args3.extend(["--jobs", "2", "--probe-train-per-class", "3"]);
+    let (ok, stdout, stderr) = exvit(&args3);
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout.matches("trained ").count(), 4, "{stdout}");
+    for tag in ["tiny-s0", "tiny-s1", "tiny_ex-s0", "tiny_ex-s1"] {
+        let run = out3.join("runs").join(tag);
+        assert!(out3.join("runs").join(format!("{tag}.log")).is_file());
+        let metrics = exvit_train::run::read_metrics(&run.join("metrics.parquet")).unwrap();
+        let eval = metrics.iter().rev().find(|r| r.kind == "eval").unwrap();
+        let p = exvit_train::run::read_predictions(&run.join("predictions.parquet")).unwrap();
+        assert_eq!(p.labels.len(), 16);
+        let top1 = 100.0 * p.ranks.iter().filter(|&&r| r == 0).count() as f64 / 16.0;
+        let top5 = 100.0 * p.ranks.iter().filter(|&&r| r < 5).count() as f64 / 16.0;
+        assert_eq!((top1, top5), (eval.top1, eval.top5), "{tag}");
+        let ema = p.ema_ranks.as_ref().unwrap();
+        assert_eq!(100.0 * ema.iter().filter(|&&r| r == 0).count() as f64 / 16.0, eval.ema_top1, "{tag}");
+    }
+    let losses = |d: &std::path::Path| -> Vec<f64> {
+        exvit_train::run::read_metrics(&d.join("runs/tiny-s0/metrics.parquet"))
+            .unwrap()
+            .iter()
+            .filter(|r| r.kind == "train")
+            .map(|r| r.loss)
+            .collect()
+    };
+    let (l1, l3) = (losses(&out), losses(&out3));
+    assert_eq!(l1.len(), l3.len());
+    for (a, b) in l1.iter().zip(&l3) {
+        assert!((a - b).abs() <= 1e-4 * a.abs().max(1.0), "in-process {l1:?} vs child {l3:?}");
+    }
+    let probes = exvit_probe::read_probes(&out3.join("probes.parquet")).unwrap();
+    assert!(probes.iter().all(|p| p.n_train == 24 && p.n_eval == 16), "{:?}", probes[0]);
+    let md = std::fs::read_to_string(out3.join("report.md")).unwrap();
+    assert!(md.contains("## Paired comparisons"), "{md}");
+    assert!(md.lines().any(|l| l.contains("tiny_ex.toml − ") && l.contains(" | 2 | ")), "{md}");
+
     // `exvit report` over the same folder.
     let other = dir.join("r/other.html");
     let (ok, stdout, stderr) = exvit(&["report", out.to_str().unwrap(), "--out", other.to_str().unwrap()]);

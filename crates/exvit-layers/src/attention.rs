@@ -4,7 +4,9 @@
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig};
 use burn::prelude::*;
-use burn::tensor::activation::{silu, softmax};
+use burn::tensor::activation::softmax;
+
+use crate::fast::silu;
 use serde::{Deserialize, Serialize};
 
 use crate::drop::DropPath;

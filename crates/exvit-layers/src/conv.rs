@@ -1,8 +1,8 @@
 //! Convolutions: a plain `Conv2d` and timm's `ConvNormAct` (conv + BatchNorm2d + activation).
 
+use crate::fast::silu;
 use burn::module::{Module, Param};
 use burn::prelude::*;
-use burn::tensor::activation::silu;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use serde::{Deserialize, Serialize};

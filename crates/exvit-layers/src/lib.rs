@@ -17,6 +17,7 @@
 pub mod attention;
 pub mod conv;
 pub mod drop;
+pub mod fast;
 pub mod head;
 pub mod init;
 pub mod inverted_residual;

@@ -106,7 +106,7 @@ mod tests {
         let mut rng = SplitMix(7);
         let a: Vec<bool> = (0..n).map(|_| rng.below(10) < 6).collect();
         let b: Vec<bool> = (0..n).map(|_| rng.below(2) == 0).collect();
-        let i = paired_bootstrap(&[a.clone()], &[b.clone()], 2000, 1).unwrap();
+        let i = paired_bootstrap(std::slice::from_ref(&a), std::slice::from_ref(&b), 2000, 1).unwrap();
         let pa = a.iter().filter(|&&x| x).count() as f64 / n as f64;
         let pb = b.iter().filter(|&&x| x).count() as f64 / n as f64;
         assert!((i.mean - 100.0 * (pa - pb)).abs() < 1e-9);
@@ -115,10 +115,10 @@ mod tests {
         assert!(((i.hi - i.lo) / 2.0 / half - 1.0).abs() < 0.1, "half-width {} vs {half}", (i.hi - i.lo) / 2.0);
         assert!(i.lo < i.mean && i.mean < i.hi);
         // Pairing: the same predictions on both sides give exactly zero, with no width.
-        let z = paired_bootstrap(&[a.clone()], &[a.clone()], 500, 1).unwrap();
+        let z = paired_bootstrap(std::slice::from_ref(&a), std::slice::from_ref(&a), 500, 1).unwrap();
         assert_eq!((z.mean, z.lo, z.hi), (0.0, 0.0, 0.0));
         // Ragged input is refused.
-        assert!(paired_bootstrap(&[a.clone()], &[b[..10].to_vec()], 10, 1).is_none());
+        assert!(paired_bootstrap(std::slice::from_ref(&a), &[b[..10].to_vec()], 10, 1).is_none());
     }
 
     #[test]

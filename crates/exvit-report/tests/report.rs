@@ -26,7 +26,7 @@ fn tables_hold_means_stds_and_paired_deltas() {
         .rsplit('[')
         .next()
         .unwrap()
-        .trim_end_matches(|c| c == ']' || c == '|' || c == ' ')
+        .trim_end_matches([']', '|', ' '])
         .split(", ")
         .map(|x| x.parse().unwrap())
         .collect();

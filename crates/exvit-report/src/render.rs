@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::collect::{Inputs, Run};
 use crate::plot::{heatmap, line_chart, Series};
 use crate::ReportError;
+use exvit_train::run::Predictions;
 use plotters::prelude::SeriesLabelPosition;
 
 /// Report settings.
@@ -359,7 +360,7 @@ const BOOTSTRAP_RESAMPLES: usize = 2000;
 /// ExMobileViT against its wide-head control): Δ top-1 with a 95% t interval over
 /// seeds (paired by seed) and a 95% paired bootstrap interval over evaluation images (from the
 /// runs' `predictions.parquet`). `None` with fewer than two models.
-fn comparisons(models: &[(String, Vec<&Run>)], baseline: &str) -> Option<Table> {
+fn comparisons<'a>(models: &[(String, Vec<&'a Run>)], baseline: &str) -> Option<Table> {
     if models.len() < 2 {
         return None;
     }
@@ -393,20 +394,15 @@ fn comparisons(models: &[(String, Vec<&Run>)], baseline: &str) -> Option<Table> 
                 .collect();
             // Per-image correctness, only when every paired run has predictions on the same
             // images (same labels in the same order).
-            let correct = |runs: &[&Run]| -> Option<Vec<(Vec<u32>, Vec<bool>)>> {
-                seeds
-                    .iter()
-                    .map(|&s| {
-                        let p = run_of(runs, s)?.predictions.as_ref()?;
-                        Some((p.labels.clone(), p.ranks.iter().map(|&r| r == 0).collect()))
-                    })
-                    .collect()
+            let preds = |runs: &[&'a Run]| -> Option<Vec<&'a Predictions>> {
+                seeds.iter().map(|&s| run_of(runs, s)?.predictions.as_ref()).collect()
             };
-            let boot = match (correct(ra), correct(rb)) {
-                (Some(a), Some(b)) if !a.is_empty() && a.iter().chain(&b).all(|(l, _)| *l == a[0].0) => {
-                    let a: Vec<Vec<bool>> = a.into_iter().map(|x| x.1).collect();
-                    let b: Vec<Vec<bool>> = b.into_iter().map(|x| x.1).collect();
-                    crate::stats::paired_bootstrap(&a, &b, BOOTSTRAP_RESAMPLES, 0)
+            let correct = |p: &[&Predictions]| -> Vec<Vec<bool>> {
+                p.iter().map(|p| p.ranks.iter().map(|&r| r == 0).collect()).collect()
+            };
+            let boot = match (preds(ra), preds(rb)) {
+                (Some(a), Some(b)) if !a.is_empty() && a.iter().chain(&b).all(|p| p.labels == a[0].labels) => {
+                    crate::stats::paired_bootstrap(&correct(&a), &correct(&b), BOOTSTRAP_RESAMPLES, 0)
                 }
                 _ => None,
             };

@@ -19,6 +19,8 @@ const MODELS: [&str; 3] = ["mobilevit_xxs", "mobilevit_s", "exmobilevit_928"];
 const SIZE: usize = 256;
 
 fn forward(c: &mut Criterion) {
+    // As the exvit binary does at start-up (docs/performance.md, step 2).
+    exvit_layers::memory::retain_freed_memory();
     let dev = FlexDevice;
     let mut g = c.benchmark_group("forward");
     g.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(10));
@@ -36,6 +38,7 @@ fn forward(c: &mut Criterion) {
 }
 
 fn train(c: &mut Criterion) {
+    exvit_layers::memory::retain_freed_memory();
     let dev = FlexDevice;
     let mut g = c.benchmark_group("train_step");
     // Flat sampling: 10 samples of one step each, rather than criterion's 1 + 2 + … + 10.

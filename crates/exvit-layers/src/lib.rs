@@ -22,6 +22,7 @@ pub mod head;
 pub mod init;
 pub mod inverted_residual;
 pub mod linear;
+pub mod memory;
 pub mod mobilevit_block;
 pub mod norm;
 mod shape;

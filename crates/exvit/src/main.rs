@@ -49,11 +49,14 @@ enum Command {
 }
 
 fn main() -> Result<()> {
+    // Reuse freed buffers instead of mapping fresh pages for every op (docs/performance.md).
+    let retained = exvit_layers::memory::retain_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_env("EXVIT_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    tracing::debug!(retained, "malloc keeps freed memory for reuse");
     match Cli::parse().command {
         Command::Forward(args) => forward::run(args),
         Command::Zoo(cmd) => zoo::run(cmd),

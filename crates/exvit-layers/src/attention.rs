@@ -4,7 +4,6 @@
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig};
 use burn::prelude::*;
-use burn::tensor::activation::softmax;
 
 use crate::fast::silu;
 use serde::{Deserialize, Serialize};
@@ -88,17 +87,13 @@ impl<B: Backend> Attention<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let dims = x.dims();
         or_panic(check_last_dim(&|| format!("Attention(dim {}, heads {})", self.dim, self.num_heads), dims, self.dim));
-        let [b, n, c] = dims;
-        let h = self.num_heads;
-        let hd = c / h;
-        // [B, N, 3C] -> [3, B, H, N, hd]
-        let qkv = self.qkv.forward(x).reshape([b, n, 3, h, hd]).permute([2, 0, 3, 1, 4]);
-        let part = |i: usize| qkv.clone().narrow(0, i, 1).reshape([b, h, n, hd]);
-        let (q, k, v) = (part(0), part(1), part(2));
-        let scale = (hd as f64).powf(-0.5);
-        let attn = softmax(q.mul_scalar(scale).matmul(k.swap_dims(2, 3)), 3);
-        let attn = self.attn_drop.forward(attn);
-        let y = attn.matmul(v).swap_dims(1, 2).reshape([b, n, c]);
+        let qkv = self.qkv.forward(x);
+        // Fused (no copies of q, k, v) where the backend allows and no dropout acts on the weights.
+        let y = if self.attn_drop.prob == 0.0 {
+            crate::fast::attention(qkv, self.num_heads)
+        } else {
+            crate::fast::attention_generic(qkv, self.num_heads, |a| self.attn_drop.forward(a))
+        };
         self.proj_drop.forward(self.proj.forward(y))
     }
 }

@@ -105,7 +105,7 @@ pub fn silu_forward(mut x: FlexTensor, reuse: bool) -> Option<FlexTensor> {
     if reuse && x.layout().is_contiguous() && x.layout().start_offset() == 0 {
         if let Some(buf) = x.try_storage_mut::<f32>() {
             if buf.len() == n {
-                buf.par_chunks_mut(CHUNK).for_each(|c| c.iter_mut().for_each(|v| *v = silu1(*v)));
+                buf.par_chunks_mut(CHUNK).for_each(silu_in_place);
                 return Some(x);
             }
         }
@@ -114,11 +114,7 @@ pub fn silu_forward(mut x: FlexTensor, reuse: bool) -> Option<FlexTensor> {
     let xc = contiguous(&x);
     let src = xc.as_slice::<f32>().expect("contiguous f32");
     let mut out = vec![0f32; src.len()];
-    out.par_chunks_mut(CHUNK).zip(src.par_chunks(CHUNK)).for_each(|(o, i)| {
-        for (o, &v) in o.iter_mut().zip(i) {
-            *o = silu1(v);
-        }
-    });
+    out.par_chunks_mut(CHUNK).zip(src.par_chunks(CHUNK)).for_each(|(o, i)| silu_into(o, i));
     Some(FlexTensor::from_data(TensorData::new(out, shape)))
 }
 
@@ -132,13 +128,70 @@ pub fn silu_backward(x: &FlexTensor, g: &FlexTensor) -> Option<FlexTensor> {
     let (xc, gc) = (contiguous(x), contiguous(g));
     let (xs, gs) = (xc.as_slice::<f32>().expect("f32"), gc.as_slice::<f32>().expect("f32"));
     let mut out = vec![0f32; xs.len()];
-    out.par_chunks_mut(CHUNK).zip(xs.par_chunks(CHUNK).zip(gs.par_chunks(CHUNK))).for_each(|(o, (x, g))| {
+    out.par_chunks_mut(CHUNK)
+        .zip(xs.par_chunks(CHUNK).zip(gs.par_chunks(CHUNK)))
+        .for_each(|(o, (x, g))| silu_grad_into(o, x, g));
+    Some(FlexTensor::from_data(TensorData::new(out, shape)))
+}
+
+/// Defines `fn $name(..)` that runs `$body` compiled for the widest vector unit this CPU has
+/// (AVX-512, else AVX2 + FMA, else the build's baseline, SSE2 on x86-64), chosen at run time:
+/// the build itself targets the baseline, so that one binary runs on every x86-64 machine.
+macro_rules! multiversion {
+    ($(#[$m:meta])* fn $name:ident($($arg:ident: $ty:ty),*) $body:block) => {
+        $(#[$m])*
+        fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                fn v4($($arg: $ty),*) { body($($arg),*) }
+                #[target_feature(enable = "avx2,fma")]
+                fn v3($($arg: $ty),*) { body($($arg),*) }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has AVX-512F (checked just above).
+                    return unsafe { v4($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                    // SAFETY: the CPU has AVX2 and FMA (checked just above).
+                    return unsafe { v3($($arg),*) };
+                }
+            }
+            body($($arg),*)
+        }
+    };
+}
+
+mod attention;
+pub use attention::{attention, attention_generic};
+
+multiversion! {
+    /// `v = silu(v)` over a slice.
+    fn silu_in_place(xs: &mut [f32]) {
+        for v in xs {
+            *v = silu1(*v);
+        }
+    }
+}
+
+multiversion! {
+    /// `o = silu(i)`, slices of one length.
+    fn silu_into(o: &mut [f32], i: &[f32]) {
+        for (o, &v) in o.iter_mut().zip(i) {
+            *o = silu1(v);
+        }
+    }
+}
+
+multiversion! {
+    /// `o = g * silu'(x)`, slices of one length.
+    fn silu_grad_into(o: &mut [f32], x: &[f32], g: &[f32]) {
         for ((o, &x), &g) in o.iter_mut().zip(x).zip(g) {
             let s = sigmoid1(x);
             *o = g * s * (1.0 + x * (1.0 - s));
         }
-    });
-    Some(FlexTensor::from_data(TensorData::new(out, shape)))
+    }
 }
 
 fn contiguous(x: &FlexTensor) -> FlexTensor {

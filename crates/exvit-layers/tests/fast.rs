@@ -1,13 +1,14 @@
-//! The fused SiLU of `exvit_layers::fast` against burn's generic `activation::silu` (the
-//! reference: `x * sigmoid(x)`) on the same backend, and its gradient against burn's autodiff
-//! of the generic path and against central finite differences.
+//! The fused kernels of `exvit_layers::fast` against burn's generic ops on the same backend (the
+//! reference): SiLU against `activation::silu` (`x * sigmoid(x)`), attention against
+//! `attention_generic` (timm's reshape, permute, matmul, softmax); their gradients against
+//! burn's autodiff of the generic path and against central finite differences.
 
 use burn::backend::Autodiff;
 use burn::prelude::*;
 use burn::tensor::activation;
 use burn::tensor::TensorData;
 use burn_flex::{Flex, FlexDevice};
-use exvit_layers::fast::silu;
+use exvit_layers::fast::{attention, attention_generic, silu};
 
 type AD = Autodiff<Flex>;
 const DEV: FlexDevice = FlexDevice;
@@ -96,5 +97,78 @@ fn gradient_matches_finite_differences() {
         let h = 1e-2f32;
         let fd = (f(v + h) - f(v - h)) / (2.0 * h as f64);
         assert!((g[i] as f64 - fd).abs() < 2e-3 * fd.abs().max(1.0), "x {v}: autodiff {} vs fd {fd}", g[i]);
+    }
+}
+
+/// `[b, n, 3c]` inputs for attention, with a spread of logits wide enough that the softmax is
+/// far from uniform.
+fn qkv_input(b: usize, n: usize, c: usize, seed: u64) -> Tensor<Flex, 3> {
+    input([1, b, n, 3 * c], 1.5, seed).reshape([b, n, 3 * c])
+}
+
+#[test]
+fn attention_equals_the_generic_path() {
+    // Shapes of MobileViT (n = 16, 64, 256 tokens; head widths 16-24) and odd ones (n = 7,
+    // not a multiple of the kernel's 16 lanes; one head; many heads).
+    for (i, &(b, n, c, h)) in
+        [(4, 16, 96, 4), (3, 64, 80, 4), (2, 256, 64, 4), (5, 7, 12, 3), (2, 33, 8, 1), (1, 19, 36, 12)]
+            .iter()
+            .enumerate()
+    {
+        let qkv = qkv_input(b, n, c, 10 + i as u64);
+        let fast = values(attention(qkv.clone(), h));
+        let reference = values(attention_generic(qkv.clone(), h, |a| a));
+        assert_eq!(fast.len(), b * n * c);
+        assert!(max_rel(&fast, &reference) < 1e-5, "b {b} n {n} c {c} h {h}: {}", max_rel(&fast, &reference));
+        // On the autodiff backend, outside a tracked graph and inside one.
+        let ad = Tensor::<AD, 3>::from_inner(qkv.clone());
+        assert!(max_rel(&values(attention(ad.clone(), h)), &reference) < 1e-5);
+        assert!(max_rel(&values(attention(ad.require_grad(), h)), &reference) < 1e-5);
+        // A non-contiguous input (a transposed view) is read correctly.
+        let t = qkv.clone().swap_dims(0, 1);
+        let back = t.swap_dims(0, 1);
+        assert!(max_rel(&values(attention(back, h)), &reference) < 1e-5);
+    }
+}
+
+#[test]
+fn attention_gradient_equals_autodiff_of_the_generic_path() {
+    for (i, &(b, n, c, h)) in [(3, 64, 48, 4), (5, 7, 12, 3), (2, 20, 24, 2)].iter().enumerate() {
+        let x0 = qkv_input(b, n, c, 20 + i as u64);
+        let w = input([1, 1, b * n, c], 1.0, 30 + i as u64).reshape([b, n, c]);
+        let grad = |fused: bool| -> Vec<f32> {
+            let x = Tensor::<AD, 3>::from_inner(x0.clone()).require_grad();
+            let y = if fused { attention(x.clone(), h) } else { attention_generic(x.clone(), h, |a| a) };
+            // A second use of the input, as the residual around the attention.
+            let loss = (y * Tensor::from_inner(w.clone())).sum() + x.clone().powf_scalar(2.0).sum();
+            values(x.grad(&loss.backward()).unwrap())
+        };
+        let (fast, reference) = (grad(true), grad(false));
+        assert!(max_rel(&fast, &reference) < 1e-5, "b {b} n {n} c {c} h {h}: {}", max_rel(&fast, &reference));
+    }
+}
+
+#[test]
+fn attention_gradient_matches_finite_differences() {
+    // d/dqkv of sum(w * attention(qkv)) at every element of a small input: central differences
+    // in f64 arithmetic over the f32 forward.
+    let (b, n, c, h) = (2, 5, 6, 2);
+    let x0 = qkv_input(b, n, c, 40);
+    let w = input([1, 1, b * n, c], 1.0, 41).reshape([b, n, c]);
+    let x = Tensor::<AD, 3>::from_inner(x0.clone()).require_grad();
+    let loss = (attention(x.clone(), h) * Tensor::from_inner(w.clone())).sum();
+    let g = values(x.grad(&loss.backward()).unwrap());
+    let base = values(x0.clone());
+    let f = |v: &[f32]| -> f64 {
+        let t = Tensor::<Flex, 3>::from_data(TensorData::new(v.to_vec(), [b, n, 3 * c]), &DEV);
+        values(attention(t, h) * w.clone()).iter().map(|&y| y as f64).sum()
+    };
+    let eps = 1e-2f32;
+    for i in 0..base.len() {
+        let (mut up, mut down) = (base.clone(), base.clone());
+        up[i] += eps;
+        down[i] -= eps;
+        let fd = (f(&up) - f(&down)) / (2.0 * eps as f64);
+        assert!((g[i] as f64 - fd).abs() < 2e-3 * fd.abs().max(1.0), "element {i}: autodiff {} vs fd {fd}", g[i]);
     }
 }

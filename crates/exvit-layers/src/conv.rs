@@ -167,7 +167,16 @@ impl<B: Backend> Conv2d<B> {
     /// `[N, in, H, W]` → `[N, out, H', W']`.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         or_panic(self.check(x.dims()));
-        conv2d(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()), self.options())
+        self.conv(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()))
+    }
+
+    /// burn's `conv2d`, or the fused 1x1 conv (burn-flex) for a pointwise conv.
+    fn conv(&self, x: Tensor<B, 4>, w: Tensor<B, 4>, b: Option<Tensor<B, 1>>) -> Tensor<B, 4> {
+        if self.kernel_size == 1 && self.stride == 1 && self.padding == 0 && self.groups == 1 {
+            crate::fast::conv1x1(x, w, b)
+        } else {
+            conv2d(x, w, b, self.options())
+        }
     }
 
     /// The conv with its output scaled per channel and shifted: `conv(x)·scale + shift`,
@@ -180,7 +189,7 @@ impl<B: Backend> Conv2d<B> {
             Some(b) => b.val().mul(scale).add(shift),
             None => shift,
         };
-        conv2d(x, w, Some(b), self.options())
+        self.conv(x, w, Some(b))
     }
 }
 

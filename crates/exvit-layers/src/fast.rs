@@ -164,7 +164,9 @@ macro_rules! multiversion {
 }
 
 mod attention;
+mod pointwise;
 pub use attention::{attention, attention_generic};
+pub use pointwise::conv1x1;
 
 multiversion! {
     /// `v = silu(v)` over a slice.

@@ -1,14 +1,17 @@
 //! The fused kernels of `exvit_layers::fast` against burn's generic ops on the same backend (the
 //! reference): SiLU against `activation::silu` (`x * sigmoid(x)`), attention against
-//! `attention_generic` (timm's reshape, permute, matmul, softmax); their gradients against
+//! `attention_generic` (timm's reshape, permute, matmul, softmax), the 1x1 conv against burn's
+//! `conv2d`; their gradients against
 //! burn's autodiff of the generic path and against central finite differences.
 
 use burn::backend::Autodiff;
 use burn::prelude::*;
 use burn::tensor::activation;
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
 use burn::tensor::TensorData;
 use burn_flex::{Flex, FlexDevice};
-use exvit_layers::fast::{attention, attention_generic, silu};
+use exvit_layers::fast::{attention, attention_generic, conv1x1, silu};
 
 type AD = Autodiff<Flex>;
 const DEV: FlexDevice = FlexDevice;
@@ -170,5 +173,101 @@ fn attention_gradient_matches_finite_differences() {
         down[i] -= eps;
         let fd = (f(&up) - f(&down)) / (2.0 * eps as f64);
         assert!((g[i] as f64 - fd).abs() < 2e-3 * fd.abs().max(1.0), "element {i}: autodiff {} vs fd {fd}", g[i]);
+    }
+}
+
+fn conv_generic<B: Backend>(x: Tensor<B, 4>, w: Tensor<B, 4>, b: Option<Tensor<B, 1>>) -> Tensor<B, 4> {
+    conv2d(x, w, b, ConvOptions::new([1, 1], [0, 0], [1, 1], 1))
+}
+
+#[test]
+fn conv1x1_equals_burns_conv2d() {
+    // Pixels per image below, at and above the kernel's 2048-column tiles; channels from 1 up.
+    for (k, &(n, i, o, h, w)) in
+        [(2, 16, 64, 64, 64), (3, 5, 7, 9, 11), (1, 1, 3, 2, 2), (2, 24, 1, 45, 46)].iter().enumerate()
+    {
+        let x = input([n, i, h, w], 1.0, 50 + k as u64);
+        let wt = input([1, 1, o, i], 0.5, 60 + k as u64).reshape([o, i, 1, 1]);
+        let bias = input([1, 1, 1, o], 1.0, 70 + k as u64).reshape([o]);
+        for b in [None, Some(bias.clone())] {
+            let fast = values(conv1x1(x.clone(), wt.clone(), b.clone()));
+            let reference = values(conv_generic(x.clone(), wt.clone(), b.clone()));
+            assert!(max_rel(&fast, &reference) < 1e-5, "n {n} i {i} o {o} {h}x{w}: {}", max_rel(&fast, &reference));
+            // The same on the autodiff backend (the bias then added outside the kernel).
+            let ad = |t: Tensor<Flex, 4>| Tensor::<AD, 4>::from_inner(t).require_grad();
+            let y = conv1x1(ad(x.clone()), ad(wt.clone()), b.clone().map(Tensor::from_inner));
+            assert!(max_rel(&values(y), &reference) < 1e-5);
+        }
+        // An NHWC view of the same tensor (non-contiguous) gives the same result.
+        let view = x.clone().permute([0, 2, 3, 1]).permute([0, 3, 1, 2]);
+        let fast = values(conv1x1(view, wt.clone(), None));
+        assert!(max_rel(&fast, &values(conv_generic(x.clone(), wt.clone(), None))) < 1e-5);
+    }
+}
+
+#[test]
+fn conv1x1_gradients_equal_autodiff_of_burns_conv2d() {
+    for (k, &(n, i, o, h, w)) in [(2, 16, 24, 48, 47), (3, 5, 7, 3, 3)].iter().enumerate() {
+        let x0 = input([n, i, h, w], 1.0, 80 + k as u64);
+        let w0 = input([1, 1, o, i], 0.5, 90 + k as u64).reshape([o, i, 1, 1]);
+        let b0 = input([1, 1, 1, o], 1.0, 95 + k as u64).reshape([o]);
+        let r = input([n, o, h, w], 1.0, 99 + k as u64);
+        let grads = |fused: bool| -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+            let x = Tensor::<AD, 4>::from_inner(x0.clone()).require_grad();
+            let wt = Tensor::<AD, 4>::from_inner(w0.clone()).require_grad();
+            let b = Tensor::<AD, 1>::from_inner(b0.clone()).require_grad();
+            let y = if fused {
+                conv1x1(x.clone(), wt.clone(), Some(b.clone()))
+            } else {
+                conv_generic(x.clone(), wt.clone(), Some(b.clone()))
+            };
+            let g = (y * Tensor::from_inner(r.clone())).sum().backward();
+            (values(x.grad(&g).unwrap()), values(wt.grad(&g).unwrap()), values(b.grad(&g).unwrap()))
+        };
+        let (f, g) = (grads(true), grads(false));
+        for (name, a, b) in [("input", &f.0, &g.0), ("weight", &f.1, &g.1), ("bias", &f.2, &g.2)] {
+            assert!(max_rel(a, b) < 1e-4, "{name} gradient, n {n} i {i} o {o}: {}", max_rel(a, b));
+        }
+    }
+    // A constant input (no gradient wanted): only the weight's gradient is computed.
+    let x = Tensor::<AD, 4>::from_inner(input([2, 3, 5, 5], 1.0, 7));
+    let wt = Tensor::<AD, 4>::from_inner(input([1, 1, 4, 3], 1.0, 8).reshape([4, 3, 1, 1])).require_grad();
+    let g = conv1x1(x.clone(), wt.clone(), None).sum().backward();
+    assert!(x.grad(&g).is_none());
+    let want = values(x.inner().sum_dims(&[0, 2, 3]).reshape([1, 3]).repeat_dim(0, 4));
+    assert!(max_rel(&values(wt.grad(&g).unwrap()), &want) < 1e-5);
+}
+
+#[test]
+fn conv1x1_gradient_matches_finite_differences() {
+    let (n, i, o, h, w) = (2, 3, 4, 3, 2);
+    let x0 = values(input([n, i, h, w], 1.0, 110));
+    let w0 = values(input([1, 1, o, i], 1.0, 111));
+    let r = input([n, o, h, w], 1.0, 112);
+    let f = |xv: &[f32], wv: &[f32]| -> f64 {
+        let x = Tensor::<Flex, 4>::from_data(TensorData::new(xv.to_vec(), [n, i, h, w]), &DEV);
+        let wt = Tensor::<Flex, 4>::from_data(TensorData::new(wv.to_vec(), [o, i, 1, 1]), &DEV);
+        values(conv1x1(x, wt, None) * r.clone()).iter().map(|&v| v as f64).sum()
+    };
+    let x = Tensor::<AD, 4>::from_data(TensorData::new(x0.clone(), [n, i, h, w]), &DEV).require_grad();
+    let wt = Tensor::<AD, 4>::from_data(TensorData::new(w0.clone(), [o, i, 1, 1]), &DEV).require_grad();
+    let g = (conv1x1(x.clone(), wt.clone(), None) * Tensor::from_inner(r.clone())).sum().backward();
+    let (gx, gw) = (values(x.grad(&g).unwrap()), values(wt.grad(&g).unwrap()));
+    let eps = 1e-2f32;
+    let check = |name: &str, k: usize, got: f32, up: f64, down: f64| {
+        let fd = (up - down) / (2.0 * eps as f64);
+        assert!((got as f64 - fd).abs() < 2e-3 * fd.abs().max(1.0), "{name} {k}: autodiff {got} vs fd {fd}");
+    };
+    for k in 0..x0.len() {
+        let (mut u, mut d) = (x0.clone(), x0.clone());
+        u[k] += eps;
+        d[k] -= eps;
+        check("input", k, gx[k], f(&u, &w0), f(&d, &w0));
+    }
+    for k in 0..w0.len() {
+        let (mut u, mut d) = (w0.clone(), w0.clone());
+        u[k] += eps;
+        d[k] -= eps;
+        check("weight", k, gw[k], f(&x0, &u), f(&x0, &d));
     }
 }

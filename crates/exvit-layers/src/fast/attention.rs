@@ -98,13 +98,13 @@ impl Geometry {
 
 /// A raw pointer that rayon tasks may share: each task writes a disjoint set of elements.
 #[derive(Clone, Copy)]
-struct Shared(*mut f32);
+pub(super) struct Shared(pub(super) *mut f32);
 // SAFETY: only used to write disjoint elements from different tasks (see each use).
 unsafe impl Send for Shared {}
 unsafe impl Sync for Shared {}
 impl Shared {
     /// The pointer, offset (a method, so that closures capture the whole `Shared`).
-    fn at(self, offset: usize) -> *mut f32 {
+    pub(super) fn at(self, offset: usize) -> *mut f32 {
         // SAFETY: callers stay inside the allocation.
         unsafe { self.0.add(offset) }
     }
@@ -116,7 +116,7 @@ impl Shared {
 /// # Safety
 /// Every pointer with its strides must address valid elements; `dst` must not alias the others.
 #[allow(clippy::too_many_arguments)]
-unsafe fn matmul(
+pub(super) unsafe fn matmul(
     (m, n, k): (usize, usize, usize),
     dst: *mut f32,
     (dst_cs, dst_rs): (usize, usize),

@@ -1,0 +1,211 @@
+//! The 1x1 convolution (stride 1, no padding, one group) as matrix products over NCHW, fused on
+//! burn-flex (f32), with its own gradient.
+//!
+//! Per image, `Y_b [O, HW] = W [O, I] · X_b [I, HW]`: the NCHW layout already is that matrix, so
+//! nothing is copied. burn's generic weight gradient swaps the batch and channel axes of the
+//! input and of the output gradient and convolves them, and flex materialises both swapped views
+//! with a scalar strided copy: in a mobilevit_xxs train step the weight gradients were the
+//! largest cost, half of it those copies (docs/performance.md). Here
+//! `dW = Σ_b dY_b · X_bᵀ` and `dX_b = Wᵀ · dY_b` are gemm calls on strided views.
+//!
+//! The reference is burn's `conv2d` (every other backend, and every other conv); `tests/fast.rs`
+//! compares values and gradients and checks them by finite differences.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{binary, Backward, Ops, OpsKind};
+use burn::prelude::*;
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::TensorPrimitive;
+use burn_flex::{Flex, FlexTensor};
+use rayon::prelude::*;
+
+use super::attention::{matmul, Shared};
+use super::{cast, contiguous, is_f32, wrap, AdFlex};
+
+/// Columns (pixels) per rayon task of the forward and the input gradient.
+const COLS: usize = 2048;
+
+/// `conv2d(x, w, bias)` for a 1x1 kernel, stride 1, no padding, one group: `x` `[N, I, H, W]`,
+/// `w` `[O, I, 1, 1]`. Fused on burn-flex f32 (under autodiff too); burn's `conv2d` elsewhere.
+pub fn conv1x1<B: Backend>(x: Tensor<B, 4>, w: Tensor<B, 4>, bias: Option<Tensor<B, 1>>) -> Tensor<B, 4> {
+    let [_, i, _, _] = x.dims();
+    let [o, wi, kh, kw] = w.dims();
+    let generic = |x, w, bias| conv2d(x, w, bias, ConvOptions::new([1, 1], [0, 0], [1, 1], 1));
+    if wi != i || kh != 1 || kw != 1 {
+        return generic(x, w, bias);
+    }
+    let (TensorPrimitive::Float(px), TensorPrimitive::Float(pw)) = (x.into_primitive(), w.into_primitive()) else {
+        unreachable!("float tensors' primitives are Float unless quantized")
+    };
+    let unwrap = |p| Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(p));
+    // Plain flex: the bias goes into the kernel.
+    let (px, pw) = match (cast::<_, FlexTensor>(px), cast::<_, FlexTensor>(pw)) {
+        (Ok(x), Ok(w)) if is_f32(&x) && is_f32(&w) => {
+            let b = bias.map(|b| match b.into_primitive() {
+                TensorPrimitive::Float(p) => cast::<_, FlexTensor>(p).unwrap_or_else(|_| unreachable!("same backend")),
+                _ => unreachable!("float"),
+            });
+            return wrap::<B, 4, _>(forward(&x, &w, b.as_ref()));
+        }
+        (x, w) => (back(x), back(w)),
+    };
+    let y = match (cast::<_, AdFlex>(px), cast::<_, AdFlex>(pw)) {
+        (Ok(x), Ok(w)) if is_f32(&x.primitive) && is_f32(&w.primitive) => wrap::<B, 4, _>(autodiff(x, w)),
+        (x, w) => return generic(unwrap(back(x)), unwrap(back(w)), bias),
+    };
+    match bias {
+        Some(b) => y + b.reshape([1, o, 1, 1]),
+        None => y,
+    }
+}
+
+/// Undoes a failed or unused cast back to the backend's primitive.
+fn back<P: 'static, T: 'static>(r: Result<T, P>) -> P {
+    match r {
+        Ok(t) => cast::<T, P>(t).unwrap_or_else(|_| unreachable!("T is P")),
+        Err(p) => p,
+    }
+}
+
+/// Sizes: batch, input and output channels, pixels per image.
+fn sizes(x: &FlexTensor, w: &FlexTensor) -> (usize, usize, usize, usize) {
+    let xs = x.layout().shape();
+    let ws = w.layout().shape();
+    (xs[0], xs[1], ws[0], xs[2] * xs[3])
+}
+
+/// `Y = W · X (+ bias)` per image.
+fn forward(x: &FlexTensor, w: &FlexTensor, bias: Option<&FlexTensor>) -> FlexTensor {
+    let (n, i, o, hw) = sizes(x, w);
+    let [h, wd] = [x.layout().shape()[2], x.layout().shape()[3]];
+    let (xc, wc) = (contiguous(x), contiguous(w));
+    let (xs, ws) = (xc.as_slice::<f32>().expect("f32"), wc.as_slice::<f32>().expect("f32"));
+    let bc = bias.map(contiguous);
+    let bs = bc.as_ref().map(|b| b.as_slice::<f32>().expect("f32"));
+    let mut y = vec![0f32; n * o * hw];
+    let out = Shared(y.as_mut_ptr());
+    let tiles = hw.div_ceil(COLS);
+    (0..n * tiles).into_par_iter().for_each(|t| {
+        let (b, c0) = (t / tiles, (t % tiles) * COLS);
+        let cols = COLS.min(hw - c0);
+        let dst = out.at(b * o * hw + c0);
+        if let Some(bs) = bs {
+            for (r, &v) in bs.iter().enumerate() {
+                // SAFETY: row r, columns c0..c0+cols of image b: this task's own elements.
+                unsafe { std::slice::from_raw_parts_mut(dst.add(r * hw), cols) }.fill(v);
+            }
+        }
+        // SAFETY: X_b's columns c0.. (row stride HW) and W (row stride I) are in bounds; the
+        // task writes its own [O, cols] block of Y_b.
+        unsafe {
+            matmul(
+                (o, cols, i),
+                dst,
+                (1, hw),
+                bs.is_some(),
+                ws.as_ptr(),
+                (1, i),
+                xs[b * i * hw + c0..].as_ptr(),
+                (1, hw),
+                1.0,
+            )
+        };
+    });
+    FlexTensor::from_data(TensorData::new(y, [n, o, h, wd]))
+}
+
+/// `dX_b = Wᵀ · dY_b` per image.
+fn grad_input(x_shape: [usize; 4], w: &FlexTensor, dy: &FlexTensor) -> FlexTensor {
+    let [n, i, h, wd] = x_shape;
+    let (o, hw) = (w.layout().shape()[0], h * wd);
+    let (wc, gc) = (contiguous(w), contiguous(dy));
+    let (ws, gs) = (wc.as_slice::<f32>().expect("f32"), gc.as_slice::<f32>().expect("f32"));
+    let mut dx = vec![0f32; n * i * hw];
+    let out = Shared(dx.as_mut_ptr());
+    let tiles = hw.div_ceil(COLS);
+    (0..n * tiles).into_par_iter().for_each(|t| {
+        let (b, c0) = (t / tiles, (t % tiles) * COLS);
+        let cols = COLS.min(hw - c0);
+        // SAFETY: Wᵀ is W read with swapped strides; the task writes its own [I, cols] block.
+        unsafe {
+            matmul(
+                (i, cols, o),
+                out.at(b * i * hw + c0),
+                (1, hw),
+                false,
+                ws.as_ptr(),
+                (i, 1),
+                gs[b * o * hw + c0..].as_ptr(),
+                (1, hw),
+                1.0,
+            )
+        };
+    });
+    FlexTensor::from_data(TensorData::new(dx, x_shape))
+}
+
+/// `dW = Σ_b dY_b · X_bᵀ`, parallel over blocks of output channels.
+fn grad_weight(x: &FlexTensor, dy: &FlexTensor, o: usize) -> FlexTensor {
+    let xs_shape = x.layout().shape();
+    let (n, i, hw) = (xs_shape[0], xs_shape[1], xs_shape[2] * xs_shape[3]);
+    let (xc, gc) = (contiguous(x), contiguous(dy));
+    let (xs, gs) = (xc.as_slice::<f32>().expect("f32"), gc.as_slice::<f32>().expect("f32"));
+    let mut dw = vec![0f32; o * i];
+    let rows = o.div_ceil(4 * rayon::current_num_threads()).max(4);
+    dw.par_chunks_mut(rows * i).enumerate().for_each(|(blk, dst)| {
+        let (r0, m) = (blk * rows, dst.len() / i);
+        for b in 0..n {
+            // SAFETY: dY_b's rows r0..r0+m (row stride HW) and X_bᵀ (X_b with swapped strides)
+            // are in bounds; dst is this task's [m, I] block.
+            unsafe {
+                matmul(
+                    (m, i, hw),
+                    dst.as_mut_ptr(),
+                    (1, i),
+                    b > 0,
+                    gs[(b * o + r0) * hw..].as_ptr(),
+                    (1, hw),
+                    xs[b * i * hw..].as_ptr(),
+                    (hw, 1),
+                    1.0,
+                )
+            };
+        }
+    });
+    FlexTensor::from_data(TensorData::new(dw, [o, i, 1, 1]))
+}
+
+/// The autodiff op of the bias-free 1x1 conv; the input and the weight are the state.
+fn autodiff(x: AdFlex, w: AdFlex) -> AdFlex {
+    #[derive(Debug)]
+    struct Conv1x1Backward;
+
+    impl Backward<Flex, 2> for Conv1x1Backward {
+        type State = (FlexTensor, FlexTensor);
+
+        fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let (x, w) = ops.state;
+            let s = x.layout().shape();
+            let x_shape = [s[0], s[1], s[2], s[3]];
+            let o = w.layout().shape()[0];
+            binary::<Flex, _, _>(
+                ops.parents,
+                ops.node,
+                grads,
+                |dy| grad_input(x_shape, &w, &dy),
+                |dy| grad_weight(&x, &dy, o),
+            );
+        }
+    }
+
+    match Conv1x1Backward.prepare::<NoCheckpointing>([x.node.clone(), w.node.clone()]).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => {
+            let y = forward(&x.primitive, &w.primitive, None);
+            prep.finish((x.primitive, w.primitive), y)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(forward(&x.primitive, &w.primitive, None)),
+    }
+}

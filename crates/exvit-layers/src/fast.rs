@@ -164,8 +164,10 @@ macro_rules! multiversion {
 }
 
 mod attention;
+mod batch_norm;
 mod pointwise;
 pub use attention::{attention, attention_generic};
+pub use batch_norm::{batch_norm_train, BatchNormInputs, BatchNormOutput};
 pub use pointwise::conv1x1;
 
 multiversion! {

@@ -116,12 +116,11 @@ impl<B: Backend> BatchNorm2d<B> {
             self.describe(),
             [n, c, h, w]
         );
-        let rows = x.reshape([n * c, h * w]);
-        // Per-channel mean and biased variance over (N, H, W).
-        let mean = rows.clone().sum_dim(1).reshape([n, c]).sum_dim(0).reshape([c]).div_scalar(count as f64);
-        let centered = rows.sub(per_row(mean.clone(), n));
-        let var = centered.clone().square().sum_dim(1).reshape([n, c]).sum_dim(0).reshape([c]).div_scalar(count as f64);
-
+        // Fused on burn-flex; burn's tensor ops (the reference) elsewhere.
+        let (y, mean, var) = match crate::fast::batch_norm_train(x, self.weight.val(), self.bias.val(), self.eps) {
+            Ok(out) => (out.y, out.mean, out.var),
+            Err((x, gamma, beta)) => self.forward_train_generic(x, gamma, beta),
+        };
         let m = self.momentum;
         let unbiased = var.clone().detach().mul_scalar(count as f64 / (count - 1) as f64);
         let rm = self.running_mean.value_sync().mul_scalar(1.0 - m).add(mean.detach().mul_scalar(m));
@@ -130,9 +129,27 @@ impl<B: Backend> BatchNorm2d<B> {
         self.running_var.update(rv);
         self.num_batches_tracked.update(self.num_batches_tracked.value_sync().add_scalar(1.0));
 
-        let scale = self.weight.val().div(var.add_scalar(self.eps).sqrt());
-        let y = centered.mul(per_row(scale, n)).add(per_row(self.bias.val(), n));
-        y.reshape([n, c, h, w])
+        y
+    }
+
+    /// Training-mode BN in burn's tensor ops: the output, the batch mean and the biased
+    /// variance per channel.
+    pub fn forward_train_generic(
+        &self,
+        x: Tensor<B, 4>,
+        gamma: Tensor<B, 1>,
+        beta: Tensor<B, 1>,
+    ) -> (Tensor<B, 4>, Tensor<B, 1>, Tensor<B, 1>) {
+        let [n, c, h, w] = x.dims();
+        let count = n * h * w;
+        let rows = x.reshape([n * c, h * w]);
+        // Per-channel mean and biased variance over (N, H, W).
+        let mean = rows.clone().sum_dim(1).reshape([n, c]).sum_dim(0).reshape([c]).div_scalar(count as f64);
+        let centered = rows.sub(per_row(mean.clone(), n));
+        let var = centered.clone().square().sum_dim(1).reshape([n, c]).sum_dim(0).reshape([c]).div_scalar(count as f64);
+        let scale = gamma.div(var.clone().add_scalar(self.eps).sqrt());
+        let y = centered.mul(per_row(scale, n)).add(per_row(beta, n));
+        (y.reshape([n, c, h, w]), mean, var)
     }
 }
 

@@ -1,7 +1,8 @@
 //! The fused kernels of `exvit_layers::fast` against burn's generic ops on the same backend (the
 //! reference): SiLU against `activation::silu` (`x * sigmoid(x)`), attention against
 //! `attention_generic` (timm's reshape, permute, matmul, softmax), the 1x1 conv against burn's
-//! `conv2d`; their gradients against
+//! `conv2d`, training-mode BatchNorm against `BatchNorm2d::forward_train_generic`; their
+//! gradients against
 //! burn's autodiff of the generic path and against central finite differences.
 
 use burn::backend::Autodiff;
@@ -11,7 +12,8 @@ use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::TensorData;
 use burn_flex::{Flex, FlexDevice};
-use exvit_layers::fast::{attention, attention_generic, conv1x1, silu};
+use exvit_layers::fast::{attention, attention_generic, batch_norm_train, conv1x1, silu};
+use exvit_layers::BatchNorm2dConfig;
 
 type AD = Autodiff<Flex>;
 const DEV: FlexDevice = FlexDevice;
@@ -269,5 +271,101 @@ fn conv1x1_gradient_matches_finite_differences() {
         u[k] += eps;
         d[k] -= eps;
         check("weight", k, gw[k], f(&x0, &u), f(&x0, &d));
+    }
+}
+
+/// The fused BN and the generic one on the same input: output, statistics, and the gradients
+/// of x, gamma and beta for the loss `sum(y * r)`.
+fn bn_both(shape: [usize; 4], seed: u64) -> [(Vec<f32>, Vec<f32>); 6] {
+    let [_, c, _, _] = shape;
+    // An offset and spread per channel, so that the statistics matter.
+    let x0 = input(shape, 1.5, seed) + input([1, 1, 1, c], 3.0, seed + 1).reshape([1, c, 1, 1]);
+    let g0 = input([1, 1, 1, c], 1.0, seed + 2).reshape([c]);
+    let b0 = input([1, 1, 1, c], 1.0, seed + 3).reshape([c]);
+    let r = input(shape, 1.0, seed + 4);
+    let bn = BatchNorm2dConfig::new(c).init::<AD>(&DEV);
+    let run = |fused: bool| {
+        let x = Tensor::<AD, 4>::from_inner(x0.clone()).require_grad();
+        let g = Tensor::<AD, 1>::from_inner(g0.clone()).require_grad();
+        let b = Tensor::<AD, 1>::from_inner(b0.clone()).require_grad();
+        let (y, mean, var) = if fused {
+            let out =
+                batch_norm_train(x.clone(), g.clone(), b.clone(), 1e-5).unwrap_or_else(|_| panic!("fused on flex"));
+            (out.y, out.mean, out.var)
+        } else {
+            bn.forward_train_generic(x.clone(), g.clone(), b.clone())
+        };
+        let grads = (y.clone() * Tensor::from_inner(r.clone())).sum().backward();
+        [
+            values(y),
+            values(mean),
+            values(var),
+            values(x.grad(&grads).unwrap()),
+            values(g.grad(&grads).unwrap()),
+            values(b.grad(&grads).unwrap()),
+        ]
+    };
+    let (f, g) = (run(true), run(false));
+    let mut out: Vec<(Vec<f32>, Vec<f32>)> = f.into_iter().zip(g).collect();
+    std::array::from_fn(|_| out.remove(0))
+}
+
+#[test]
+fn batch_norm_train_equals_the_generic_path() {
+    // Planes below and above the 16 lanes, one image and several, odd sizes.
+    for (k, shape) in [[4, 8, 16, 16], [3, 5, 7, 9], [1, 3, 2, 3], [2, 16, 33, 31]].into_iter().enumerate() {
+        let names = ["output", "mean", "variance", "x gradient", "gamma gradient", "beta gradient"];
+        for (name, (fast, reference)) in names.iter().zip(bn_both(shape, 200 + 10 * k as u64)) {
+            assert_eq!(fast.len(), reference.len(), "{name}");
+            assert!(max_rel(&fast, &reference) < 2e-4, "{name}, {shape:?}: {}", max_rel(&fast, &reference));
+        }
+    }
+    // On the plain backend too (no autodiff), with the same output.
+    let x = input([2, 4, 5, 5], 1.0, 9);
+    let (g, b) = (input([1, 1, 1, 4], 1.0, 10).reshape([4]), input([1, 1, 1, 4], 1.0, 11).reshape([4]));
+    let plain = batch_norm_train(x.clone(), g.clone(), b.clone(), 1e-5).unwrap_or_else(|_| panic!("fused on flex"));
+    let bn = BatchNorm2dConfig::new(4).init::<Flex>(&DEV);
+    let (y, mean, var) = bn.forward_train_generic(x, g, b);
+    assert!(max_rel(&values(plain.y), &values(y)) < 2e-5);
+    assert!(max_rel(&values(plain.mean), &values(mean)) < 1e-5);
+    assert!(max_rel(&values(plain.var), &values(var)) < 1e-5);
+}
+
+#[test]
+fn batch_norm_train_gradient_matches_finite_differences() {
+    let (n, c, h, w) = (2, 2, 2, 3);
+    let x0 = values(input([n, c, h, w], 2.0, 300));
+    let g0 = vec![1.3f32, -0.7];
+    let b0 = vec![0.2f32, 0.5];
+    let r = input([n, c, h, w], 1.0, 301);
+    let loss = |xv: &[f32], gv: &[f32], bv: &[f32]| -> f64 {
+        let x = Tensor::<Flex, 4>::from_data(TensorData::new(xv.to_vec(), [n, c, h, w]), &DEV);
+        let g = Tensor::<Flex, 1>::from_data(TensorData::new(gv.to_vec(), [c]), &DEV);
+        let b = Tensor::<Flex, 1>::from_data(TensorData::new(bv.to_vec(), [c]), &DEV);
+        let y = batch_norm_train(x, g, b, 1e-5).unwrap_or_else(|_| panic!("fused")).y;
+        values(y * r.clone()).iter().map(|&v| v as f64).sum()
+    };
+    let x = Tensor::<AD, 4>::from_data(TensorData::new(x0.clone(), [n, c, h, w]), &DEV).require_grad();
+    let g = Tensor::<AD, 1>::from_data(TensorData::new(g0.clone(), [c]), &DEV).require_grad();
+    let b = Tensor::<AD, 1>::from_data(TensorData::new(b0.clone(), [c]), &DEV).require_grad();
+    let y = batch_norm_train(x.clone(), g.clone(), b.clone(), 1e-5).unwrap_or_else(|_| panic!("fused")).y;
+    let grads = (y * Tensor::from_inner(r.clone())).sum().backward();
+    let got = [values(x.grad(&grads).unwrap()), values(g.grad(&grads).unwrap()), values(b.grad(&grads).unwrap())];
+    let eps = 1e-2f32;
+    for (which, base) in [x0.clone(), g0.clone(), b0.clone()].iter().enumerate() {
+        for k in 0..base.len() {
+            let (mut up, mut down) = (base.clone(), base.clone());
+            up[k] += eps;
+            down[k] -= eps;
+            let pick = |v: &Vec<f32>, i: usize| if i == which { v.clone() } else { [&x0, &g0, &b0][i].clone() };
+            let fd = (loss(&pick(&up, 0), &pick(&up, 1), &pick(&up, 2))
+                - loss(&pick(&down, 0), &pick(&down, 1), &pick(&down, 2)))
+                / (2.0 * eps as f64);
+            let a = got[which][k] as f64;
+            assert!(
+                (a - fd).abs() < 5e-3 * fd.abs().max(1.0),
+                "parameter {which} element {k}: autodiff {a} vs fd {fd}"
+            );
+        }
     }
 }

@@ -165,9 +165,11 @@ macro_rules! multiversion {
 
 mod attention;
 mod batch_norm;
+mod dense;
 mod pointwise;
 pub use attention::{attention, attention_generic};
 pub use batch_norm::{batch_norm_train, BatchNormInputs, BatchNormOutput};
+pub use dense::conv2d_dense;
 pub use pointwise::conv1x1;
 
 multiversion! {

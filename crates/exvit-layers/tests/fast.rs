@@ -1,7 +1,7 @@
 //! The fused kernels of `exvit_layers::fast` against burn's generic ops on the same backend (the
 //! reference): SiLU against `activation::silu` (`x * sigmoid(x)`), attention against
 //! `attention_generic` (timm's reshape, permute, matmul, softmax), the 1x1 conv against burn's
-//! `conv2d`, training-mode BatchNorm against `BatchNorm2d::forward_train_generic`; their
+//! `conv2d` and so is the dense k×k conv (im2col), training-mode BatchNorm against `BatchNorm2d::forward_train_generic`; their
 //! gradients against
 //! burn's autodiff of the generic path and against central finite differences.
 
@@ -12,7 +12,7 @@ use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::TensorData;
 use burn_flex::{Flex, FlexDevice};
-use exvit_layers::fast::{attention, attention_generic, batch_norm_train, conv1x1, silu};
+use exvit_layers::fast::{attention, attention_generic, batch_norm_train, conv1x1, conv2d_dense, silu};
 use exvit_layers::BatchNorm2dConfig;
 
 type AD = Autodiff<Flex>;
@@ -367,5 +367,111 @@ fn batch_norm_train_gradient_matches_finite_differences() {
                 "parameter {which} element {k}: autodiff {a} vs fd {fd}"
             );
         }
+    }
+}
+
+/// (batch, in, out, height, width, kernel, stride, padding): MobileViT's 3x3 convs (stride 1 and
+/// 2, padding 1), no padding, a 5x5 kernel, odd sizes, one image of several 2048-pixel bands, and
+/// more images than threads (the backward parallel over images).
+#[allow(clippy::type_complexity)]
+const DENSE: [(usize, usize, usize, usize, usize, usize, usize, usize); 6] = [
+    (4, 8, 12, 16, 16, 3, 1, 1),
+    (3, 3, 16, 17, 15, 3, 2, 1),
+    (1, 6, 5, 9, 10, 3, 1, 0),
+    (2, 4, 6, 11, 12, 5, 2, 2),
+    (1, 16, 8, 70, 64, 3, 1, 1),
+    (5, 2, 3, 4, 4, 3, 1, 1),
+];
+
+fn dense_generic<B: Backend>(
+    x: Tensor<B, 4>,
+    w: Tensor<B, 4>,
+    b: Option<Tensor<B, 1>>,
+    s: usize,
+    p: usize,
+) -> Tensor<B, 4> {
+    conv2d(x, w, b, ConvOptions::new([s, s], [p, p], [1, 1], 1))
+}
+
+#[test]
+fn dense_conv_equals_burns_conv2d() {
+    for (t, &(n, i, o, h, w, k, s, p)) in DENSE.iter().enumerate() {
+        let x = input([n, i, h, w], 1.0, 400 + t as u64);
+        let wt = input([o, i, k, k], 0.5, 410 + t as u64);
+        let bias = input([1, 1, 1, o], 1.0, 420 + t as u64).reshape([o]);
+        for b in [None, Some(bias.clone())] {
+            let fast = conv2d_dense(x.clone(), wt.clone(), b.clone(), s, p);
+            let reference = dense_generic(x.clone(), wt.clone(), b.clone(), s, p);
+            assert_eq!(fast.dims(), reference.dims());
+            let (fast, reference) = (values(fast), values(reference));
+            assert!(max_rel(&fast, &reference) < 1e-5, "{:?}: {}", DENSE[t], max_rel(&fast, &reference));
+            let ad = |v: Tensor<Flex, 4>| Tensor::<AD, 4>::from_inner(v).require_grad();
+            let y = conv2d_dense(ad(x.clone()), ad(wt.clone()), b.clone().map(Tensor::from_inner), s, p);
+            assert!(max_rel(&values(y), &reference) < 1e-5);
+        }
+    }
+}
+
+#[test]
+fn dense_conv_gradients_equal_autodiff_of_burns_conv2d() {
+    for (t, &(n, i, o, h, w, k, s, p)) in DENSE.iter().enumerate() {
+        let x0 = input([n, i, h, w], 1.0, 500 + t as u64);
+        let w0 = input([o, i, k, k], 0.5, 510 + t as u64);
+        let (ho, wo) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+        let r = input([n, o, ho, wo], 1.0, 520 + t as u64);
+        let grads = |fused: bool| {
+            let x = Tensor::<AD, 4>::from_inner(x0.clone()).require_grad();
+            let wt = Tensor::<AD, 4>::from_inner(w0.clone()).require_grad();
+            let y = if fused {
+                conv2d_dense(x.clone(), wt.clone(), None, s, p)
+            } else {
+                dense_generic(x.clone(), wt.clone(), None, s, p)
+            };
+            let g = (y * Tensor::from_inner(r.clone())).sum().backward();
+            (values(x.grad(&g).unwrap()), values(wt.grad(&g).unwrap()))
+        };
+        let (f, g) = (grads(true), grads(false));
+        assert!(max_rel(&f.0, &g.0) < 1e-4, "input gradient {:?}: {}", DENSE[t], max_rel(&f.0, &g.0));
+        assert!(max_rel(&f.1, &g.1) < 1e-4, "weight gradient {:?}: {}", DENSE[t], max_rel(&f.1, &g.1));
+    }
+    // A constant input (the stem's image): no input gradient, the weight's still right.
+    let x = Tensor::<AD, 4>::from_inner(input([2, 3, 8, 8], 1.0, 530));
+    let wt = Tensor::<AD, 4>::from_inner(input([4, 3, 3, 3], 1.0, 531)).require_grad();
+    let g = conv2d_dense(x.clone(), wt.clone(), None, 2, 1).sum().backward();
+    assert!(x.grad(&g).is_none());
+    let wr = Tensor::<AD, 4>::from_inner(input([4, 3, 3, 3], 1.0, 531)).require_grad();
+    let gr = dense_generic(x, wr.clone(), None, 2, 1).sum().backward();
+    assert!(max_rel(&values(wt.grad(&g).unwrap()), &values(wr.grad(&gr).unwrap())) < 1e-5);
+}
+
+#[test]
+fn dense_conv_gradient_matches_finite_differences() {
+    let (n, i, o, h, w, k, s, p) = (2, 2, 3, 5, 4, 3, 2, 1);
+    let x0 = values(input([n, i, h, w], 1.0, 600));
+    let w0 = values(input([o, i, k, k], 1.0, 601));
+    let r = input([n, o, 3, 2], 1.0, 602);
+    let f = |xv: &[f32], wv: &[f32]| -> f64 {
+        let x = Tensor::<Flex, 4>::from_data(TensorData::new(xv.to_vec(), [n, i, h, w]), &DEV);
+        let wt = Tensor::<Flex, 4>::from_data(TensorData::new(wv.to_vec(), [o, i, k, k]), &DEV);
+        values(conv2d_dense(x, wt, None, s, p) * r.clone()).iter().map(|&v| v as f64).sum()
+    };
+    let x = Tensor::<AD, 4>::from_data(TensorData::new(x0.clone(), [n, i, h, w]), &DEV).require_grad();
+    let wt = Tensor::<AD, 4>::from_data(TensorData::new(w0.clone(), [o, i, k, k]), &DEV).require_grad();
+    let g = (conv2d_dense(x.clone(), wt.clone(), None, s, p) * Tensor::from_inner(r.clone())).sum().backward();
+    let (gx, gw) = (values(x.grad(&g).unwrap()), values(wt.grad(&g).unwrap()));
+    let eps = 1e-2f32;
+    for kk in 0..x0.len() {
+        let (mut u, mut d) = (x0.clone(), x0.clone());
+        u[kk] += eps;
+        d[kk] -= eps;
+        let fd = (f(&u, &w0) - f(&d, &w0)) / (2.0 * eps as f64);
+        assert!((gx[kk] as f64 - fd).abs() < 2e-3 * fd.abs().max(1.0), "input {kk}: {} vs fd {fd}", gx[kk]);
+    }
+    for kk in 0..w0.len() {
+        let (mut u, mut d) = (w0.clone(), w0.clone());
+        u[kk] += eps;
+        d[kk] -= eps;
+        let fd = (f(&x0, &u) - f(&x0, &d)) / (2.0 * eps as f64);
+        assert!((gw[kk] as f64 - fd).abs() < 2e-3 * fd.abs().max(1.0), "weight {kk}: {} vs fd {fd}", gw[kk]);
     }
 }

@@ -170,12 +170,14 @@ impl<B: Backend> Conv2d<B> {
         self.conv(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()))
     }
 
-    /// burn's `conv2d`, or on burn-flex the fused 1x1 conv (pointwise) or im2col conv (dense).
+    /// burn's `conv2d`, or on burn-flex the fused 1x1 (pointwise), im2col (dense) or depthwise conv.
     fn conv(&self, x: Tensor<B, 4>, w: Tensor<B, 4>, b: Option<Tensor<B, 1>>) -> Tensor<B, 4> {
         if self.kernel_size == 1 && self.stride == 1 && self.padding == 0 && self.groups == 1 {
             crate::fast::conv1x1(x, w, b)
         } else if self.groups == 1 {
             crate::fast::conv2d_dense(x, w, b, self.stride, self.padding)
+        } else if self.groups == self.in_channels && self.groups == self.out_channels {
+            crate::fast::conv2d_depthwise(x, w, b, self.stride, self.padding)
         } else {
             conv2d(x, w, b, self.options())
         }

@@ -138,17 +138,17 @@ pub fn silu_backward(x: &FlexTensor, g: &FlexTensor) -> Option<FlexTensor> {
 /// (AVX-512, else AVX2 + FMA, else the build's baseline, SSE2 on x86-64), chosen at run time:
 /// the build itself targets the baseline, so that one binary runs on every x86-64 machine.
 macro_rules! multiversion {
-    ($(#[$m:meta])* fn $name:ident($($arg:ident: $ty:ty),*) $body:block) => {
+    ($(#[$m:meta])* fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? $body:block) => {
         $(#[$m])*
-        fn $name($($arg: $ty),*) {
+        fn $name($($arg: $ty),*) $(-> $ret)? {
             #[inline(always)]
-            fn body($($arg: $ty),*) $body
+            fn body($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f")]
-                fn v4($($arg: $ty),*) { body($($arg),*) }
+                fn v4($($arg: $ty),*) $(-> $ret)? { body($($arg),*) }
                 #[target_feature(enable = "avx2,fma")]
-                fn v3($($arg: $ty),*) { body($($arg),*) }
+                fn v3($($arg: $ty),*) $(-> $ret)? { body($($arg),*) }
                 if std::arch::is_x86_feature_detected!("avx512f") {
                     // SAFETY: the CPU has AVX-512F (checked just above).
                     return unsafe { v4($($arg),*) };
@@ -166,10 +166,12 @@ macro_rules! multiversion {
 mod attention;
 mod batch_norm;
 mod dense;
+mod depthwise;
 mod pointwise;
 pub use attention::{attention, attention_generic};
 pub use batch_norm::{batch_norm_train, BatchNormInputs, BatchNormOutput};
 pub use dense::conv2d_dense;
+pub use depthwise::conv2d_depthwise;
 pub use pointwise::conv1x1;
 
 multiversion! {

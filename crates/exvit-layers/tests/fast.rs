@@ -1,7 +1,7 @@
 //! The fused kernels of `exvit_layers::fast` against burn's generic ops on the same backend (the
 //! reference): SiLU against `activation::silu` (`x * sigmoid(x)`), attention against
 //! `attention_generic` (timm's reshape, permute, matmul, softmax), the 1x1 conv against burn's
-//! `conv2d` and so is the dense k×k conv (im2col), training-mode BatchNorm against `BatchNorm2d::forward_train_generic`; their
+//! `conv2d` and so are the dense k×k conv (im2col) and the depthwise conv, training-mode BatchNorm against `BatchNorm2d::forward_train_generic`; their
 //! gradients against
 //! burn's autodiff of the generic path and against central finite differences.
 
@@ -12,7 +12,9 @@ use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::TensorData;
 use burn_flex::{Flex, FlexDevice};
-use exvit_layers::fast::{attention, attention_generic, batch_norm_train, conv1x1, conv2d_dense, silu};
+use exvit_layers::fast::{
+    attention, attention_generic, batch_norm_train, conv1x1, conv2d_dense, conv2d_depthwise, silu,
+};
 use exvit_layers::BatchNorm2dConfig;
 
 type AD = Autodiff<Flex>;
@@ -458,6 +460,103 @@ fn dense_conv_gradient_matches_finite_differences() {
     let x = Tensor::<AD, 4>::from_data(TensorData::new(x0.clone(), [n, i, h, w]), &DEV).require_grad();
     let wt = Tensor::<AD, 4>::from_data(TensorData::new(w0.clone(), [o, i, k, k]), &DEV).require_grad();
     let g = (conv2d_dense(x.clone(), wt.clone(), None, s, p) * Tensor::from_inner(r.clone())).sum().backward();
+    let (gx, gw) = (values(x.grad(&g).unwrap()), values(wt.grad(&g).unwrap()));
+    let eps = 1e-2f32;
+    for kk in 0..x0.len() {
+        let (mut u, mut d) = (x0.clone(), x0.clone());
+        u[kk] += eps;
+        d[kk] -= eps;
+        let fd = (f(&u, &w0) - f(&d, &w0)) / (2.0 * eps as f64);
+        assert!((gx[kk] as f64 - fd).abs() < 2e-3 * fd.abs().max(1.0), "input {kk}: {} vs fd {fd}", gx[kk]);
+    }
+    for kk in 0..w0.len() {
+        let (mut u, mut d) = (w0.clone(), w0.clone());
+        u[kk] += eps;
+        d[kk] -= eps;
+        let fd = (f(&x0, &u) - f(&x0, &d)) / (2.0 * eps as f64);
+        assert!((gw[kk] as f64 - fd).abs() < 2e-3 * fd.abs().max(1.0), "weight {kk}: {} vs fd {fd}", gw[kk]);
+    }
+}
+
+/// (batch, channels, height, width, kernel, stride, padding): MobileViT's depthwise 3x3 convs
+/// (stride 1 and 2), odd sizes, a 5x5 kernel, no padding, rows longer than the 16 lanes.
+const DEPTHWISE: [[usize; 7]; 6] = [
+    [2, 8, 16, 16, 3, 1, 1],
+    [3, 5, 17, 15, 3, 2, 1],
+    [1, 4, 9, 10, 3, 1, 0],
+    [2, 3, 11, 12, 5, 2, 2],
+    [1, 2, 40, 37, 3, 1, 1],
+    [2, 6, 4, 4, 3, 2, 1],
+];
+
+fn depthwise_generic<B: Backend>(
+    x: Tensor<B, 4>,
+    w: Tensor<B, 4>,
+    b: Option<Tensor<B, 1>>,
+    s: usize,
+    p: usize,
+) -> Tensor<B, 4> {
+    let c = w.dims()[0];
+    conv2d(x, w, b, ConvOptions::new([s, s], [p, p], [1, 1], c))
+}
+
+#[test]
+fn depthwise_conv_equals_burns_grouped_conv2d() {
+    for (t, &[n, c, h, w, k, s, p]) in DEPTHWISE.iter().enumerate() {
+        let x = input([n, c, h, w], 1.0, 700 + t as u64);
+        let wt = input([c, 1, k, k], 0.5, 710 + t as u64);
+        let bias = input([1, 1, 1, c], 1.0, 720 + t as u64).reshape([c]);
+        for b in [None, Some(bias.clone())] {
+            let fast = conv2d_depthwise(x.clone(), wt.clone(), b.clone(), s, p);
+            let reference = depthwise_generic(x.clone(), wt.clone(), b.clone(), s, p);
+            assert_eq!(fast.dims(), reference.dims());
+            let (fast, reference) = (values(fast), values(reference));
+            assert!(max_rel(&fast, &reference) < 1e-5, "{:?}: {}", DEPTHWISE[t], max_rel(&fast, &reference));
+            let ad = |v: Tensor<Flex, 4>| Tensor::<AD, 4>::from_inner(v).require_grad();
+            let y = conv2d_depthwise(ad(x.clone()), ad(wt.clone()), b.clone().map(Tensor::from_inner), s, p);
+            assert!(max_rel(&values(y), &reference) < 1e-5);
+        }
+    }
+}
+
+#[test]
+fn depthwise_conv_gradients_equal_autodiff_of_burns_grouped_conv2d() {
+    for (t, &[n, c, h, w, k, s, p]) in DEPTHWISE.iter().enumerate() {
+        let x0 = input([n, c, h, w], 1.0, 800 + t as u64);
+        let w0 = input([c, 1, k, k], 0.5, 810 + t as u64);
+        let (ho, wo) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+        let r = input([n, c, ho, wo], 1.0, 820 + t as u64);
+        let grads = |fused: bool| {
+            let x = Tensor::<AD, 4>::from_inner(x0.clone()).require_grad();
+            let wt = Tensor::<AD, 4>::from_inner(w0.clone()).require_grad();
+            let y = if fused {
+                conv2d_depthwise(x.clone(), wt.clone(), None, s, p)
+            } else {
+                depthwise_generic(x.clone(), wt.clone(), None, s, p)
+            };
+            let g = (y * Tensor::from_inner(r.clone())).sum().backward();
+            (values(x.grad(&g).unwrap()), values(wt.grad(&g).unwrap()))
+        };
+        let (f, g) = (grads(true), grads(false));
+        assert!(max_rel(&f.0, &g.0) < 1e-4, "input gradient {:?}: {}", DEPTHWISE[t], max_rel(&f.0, &g.0));
+        assert!(max_rel(&f.1, &g.1) < 1e-4, "weight gradient {:?}: {}", DEPTHWISE[t], max_rel(&f.1, &g.1));
+    }
+}
+
+#[test]
+fn depthwise_conv_gradient_matches_finite_differences() {
+    let [n, c, h, w, k, s, p] = [2, 2, 5, 4, 3, 2, 1];
+    let x0 = values(input([n, c, h, w], 1.0, 900));
+    let w0 = values(input([c, 1, k, k], 1.0, 901));
+    let r = input([n, c, 3, 2], 1.0, 902);
+    let f = |xv: &[f32], wv: &[f32]| -> f64 {
+        let x = Tensor::<Flex, 4>::from_data(TensorData::new(xv.to_vec(), [n, c, h, w]), &DEV);
+        let wt = Tensor::<Flex, 4>::from_data(TensorData::new(wv.to_vec(), [c, 1, k, k]), &DEV);
+        values(conv2d_depthwise(x, wt, None, s, p) * r.clone()).iter().map(|&v| v as f64).sum()
+    };
+    let x = Tensor::<AD, 4>::from_data(TensorData::new(x0.clone(), [n, c, h, w]), &DEV).require_grad();
+    let wt = Tensor::<AD, 4>::from_data(TensorData::new(w0.clone(), [c, 1, k, k]), &DEV).require_grad();
+    let g = (conv2d_depthwise(x.clone(), wt.clone(), None, s, p) * Tensor::from_inner(r.clone())).sum().backward();
     let (gx, gw) = (values(x.grad(&g).unwrap()), values(wt.grad(&g).unwrap()));
     let eps = 1e-2f32;
     for kk in 0..x0.len() {

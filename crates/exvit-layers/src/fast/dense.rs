@@ -26,21 +26,21 @@ use super::{cast, contiguous, is_f32, wrap, AdFlex};
 
 /// The geometry of one conv call.
 #[derive(Debug, Clone, Copy)]
-struct Geo {
-    n: usize,
-    i: usize,
-    h: usize,
-    w: usize,
-    o: usize,
-    k: usize,
-    s: usize,
-    p: usize,
-    ho: usize,
-    wo: usize,
+pub(super) struct Geo {
+    pub(super) n: usize,
+    pub(super) i: usize,
+    pub(super) h: usize,
+    pub(super) w: usize,
+    pub(super) o: usize,
+    pub(super) k: usize,
+    pub(super) s: usize,
+    pub(super) p: usize,
+    pub(super) ho: usize,
+    pub(super) wo: usize,
 }
 
 impl Geo {
-    fn new([n, i, h, w]: [usize; 4], o: usize, k: usize, s: usize, p: usize) -> Option<Self> {
+    pub(super) fn new([n, i, h, w]: [usize; 4], o: usize, k: usize, s: usize, p: usize) -> Option<Self> {
         if s == 0 || h + 2 * p < k || w + 2 * p < k {
             return None;
         }
@@ -51,11 +51,11 @@ impl Geo {
         self.i * self.k * self.k
     }
     /// Output pixels per image.
-    fn pixels(&self) -> usize {
+    pub(super) fn pixels(&self) -> usize {
         self.ho * self.wo
     }
     /// The output columns `ox` whose input column `ox·s + kx − p` is inside the image.
-    fn cols(&self, kx: usize) -> (usize, usize) {
+    pub(super) fn cols(&self, kx: usize) -> (usize, usize) {
         let lo = if kx >= self.p { 0 } else { (self.p - kx).div_ceil(self.s) };
         let hi = if self.w + self.p > kx { ((self.w + self.p - kx - 1) / self.s + 1).min(self.wo) } else { 0 };
         (lo.min(hi), hi)

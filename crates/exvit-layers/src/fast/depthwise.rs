@@ -1,0 +1,224 @@
+//! The depthwise k×k convolution (groups = channels, one filter per channel) on burn-flex
+//! (f32), with its own gradient: direct loops, one task per channel plane, every inner loop a
+//! contiguous (stride 1) or strided row update that the compiler vectorises.
+//!
+//! burn's generic weight gradient runs one convolution per channel over swapped-axis copies,
+//! and its input gradient a grouped transposed convolution. The reference is burn's `conv2d`;
+//! `tests/fast.rs` compares values and gradients and checks them by finite differences.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::prelude::*;
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::TensorPrimitive;
+use burn_flex::{Flex, FlexTensor};
+use rayon::prelude::*;
+
+use super::attention::Shared;
+use super::dense::Geo;
+use super::{cast, contiguous, is_f32, wrap, AdFlex};
+
+/// `conv2d(x, w, bias)` with `groups = C`, `w` `[C, 1, k, k]`, `stride` and `padding` on both
+/// axes. Fused on burn-flex f32 (under autodiff too); burn's `conv2d` elsewhere.
+pub fn conv2d_depthwise<B: Backend>(
+    x: Tensor<B, 4>,
+    w: Tensor<B, 4>,
+    bias: Option<Tensor<B, 1>>,
+    stride: usize,
+    padding: usize,
+) -> Tensor<B, 4> {
+    let [c, wi, kh, kw] = w.dims();
+    let generic = |x, w, bias| conv2d(x, w, bias, ConvOptions::new([stride; 2], [padding; 2], [1, 1], c));
+    let geo = Geo::new(x.dims(), c, kh, stride, padding);
+    let Some(geo) = geo.filter(|g| kh == kw && wi == 1 && g.i == c) else {
+        return generic(x, w, bias);
+    };
+    let (TensorPrimitive::Float(px), TensorPrimitive::Float(pw)) = (x.into_primitive(), w.into_primitive()) else {
+        unreachable!("float tensors' primitives are Float unless quantized")
+    };
+    let (px, pw) = match (cast::<_, FlexTensor>(px), cast::<_, FlexTensor>(pw)) {
+        (Ok(x), Ok(w)) if is_f32(&x) && is_f32(&w) => {
+            let b = bias.map(|b| match b.into_primitive() {
+                TensorPrimitive::Float(p) => {
+                    contiguous(&cast::<_, FlexTensor>(p).unwrap_or_else(|_| unreachable!("same backend")))
+                }
+                _ => unreachable!("float"),
+            });
+            let bs = b.as_ref().map(|b| b.as_slice::<f32>().expect("f32"));
+            return wrap::<B, 4, _>(forward(&x, &w, bs, &geo));
+        }
+        (x, w) => (back(x), back(w)),
+    };
+    let unwrap = |p| Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(p));
+    let y = match (cast::<_, AdFlex>(px), cast::<_, AdFlex>(pw)) {
+        (Ok(x), Ok(w)) if is_f32(&x.primitive) && is_f32(&w.primitive) => wrap::<B, 4, _>(autodiff(x, w, geo)),
+        (x, w) => return generic(unwrap(back(x)), unwrap(back(w)), bias),
+    };
+    match bias {
+        Some(b) => y + b.reshape([1, c, 1, 1]),
+        None => y,
+    }
+}
+
+fn back<P: 'static, T: 'static>(r: Result<T, P>) -> P {
+    match r {
+        Ok(t) => cast::<T, P>(t).unwrap_or_else(|_| unreachable!("T is P")),
+        Err(p) => p,
+    }
+}
+
+multiversion! {
+    /// `o[j] += a · v[j·s]`.
+    fn axpy_strided(o: &mut [f32], v: &[f32], a: f32, s: usize) {
+        if s == 1 {
+            for (o, &v) in o.iter_mut().zip(v) {
+                *o += a * v;
+            }
+        } else {
+            for (j, o) in o.iter_mut().enumerate() {
+                *o += a * v[j * s];
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// `o[j·s] += a · v[j]`.
+    fn scatter_axpy(o: &mut [f32], v: &[f32], a: f32, s: usize) {
+        if s == 1 {
+            for (o, &v) in o.iter_mut().zip(v) {
+                *o += a * v;
+            }
+        } else {
+            for (j, &v) in v.iter().enumerate() {
+                o[j * s] += a * v;
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// `Σ_j u[j] · v[j·s]`, in 16 lanes.
+    fn dot_strided(u: &[f32], v: &[f32], s: usize) -> f32 {
+        let mut acc = [0f32; 16];
+        let full = u.len() / 16 * 16;
+        for j0 in (0..full).step_by(16) {
+            for l in 0..16 {
+                acc[l] += u[j0 + l] * v[(j0 + l) * s];
+            }
+        }
+        let mut t: f32 = acc.iter().sum();
+        for j in full..u.len() {
+            t += u[j] * v[j * s];
+        }
+        t
+    }
+}
+
+/// Calls `f(ky, kx, oy, iy, lo, hi, ix0)` for every kernel tap and output row whose input row
+/// `iy` is inside the image, with the output columns `lo..hi` that read input columns
+/// `ix0, ix0 + s, …`.
+fn taps(g: &Geo, mut f: impl FnMut(usize, usize, usize, usize, usize, usize, usize)) {
+    for ky in 0..g.k {
+        for kx in 0..g.k {
+            let (lo, hi) = g.cols(kx);
+            if lo >= hi {
+                continue;
+            }
+            let ix0 = lo * g.s + kx - g.p;
+            for oy in 0..g.ho {
+                let iy = (oy * g.s + ky) as isize - g.p as isize;
+                if iy >= 0 && (iy as usize) < g.h {
+                    f(ky, kx, oy, iy as usize, lo, hi, ix0);
+                }
+            }
+        }
+    }
+}
+
+fn forward(x: &FlexTensor, w: &FlexTensor, bias: Option<&[f32]>, g: &Geo) -> FlexTensor {
+    let (xc, wc) = (contiguous(x), contiguous(w));
+    let (xs, ws) = (xc.as_slice::<f32>().expect("f32"), wc.as_slice::<f32>().expect("f32"));
+    let (c, k, hw, pix) = (g.i, g.k, g.h * g.w, g.pixels());
+    let mut y = vec![0f32; g.n * c * pix];
+    y.par_chunks_mut(pix).enumerate().for_each(|(t, out)| {
+        let ch = t % c;
+        let plane = &xs[t * hw..(t + 1) * hw];
+        out.fill(bias.map_or(0.0, |b| b[ch]));
+        taps(g, |ky, kx, oy, iy, lo, hi, ix0| {
+            let wv = ws[(ch * k + ky) * k + kx];
+            axpy_strided(&mut out[oy * g.wo + lo..oy * g.wo + hi], &plane[iy * g.w + ix0..], wv, g.s);
+        });
+    });
+    FlexTensor::from_data(TensorData::new(y, [g.n, c, g.ho, g.wo]))
+}
+
+/// The gradients of `x` (when `want_x`) and of `w`: one task per channel, over all images.
+fn backward(
+    x: &FlexTensor,
+    w: &FlexTensor,
+    dy: &FlexTensor,
+    g: &Geo,
+    want_x: bool,
+) -> (Option<FlexTensor>, FlexTensor) {
+    let (xc, wc, dc) = (contiguous(x), contiguous(w), contiguous(dy));
+    let (xs, ws, ds) =
+        (xc.as_slice::<f32>().expect("f32"), wc.as_slice::<f32>().expect("f32"), dc.as_slice::<f32>().expect("f32"));
+    let (c, k, hw, pix) = (g.i, g.k, g.h * g.w, g.pixels());
+    let mut dx = if want_x { vec![0f32; g.n * c * hw] } else { Vec::new() };
+    let dxp = Shared(dx.as_mut_ptr());
+    let mut dw = vec![0f32; c * k * k];
+    dw.par_chunks_mut(k * k).enumerate().for_each(|(ch, dwc)| {
+        for b in 0..g.n {
+            let t = b * c + ch;
+            let (plane, grad) = (&xs[t * hw..(t + 1) * hw], &ds[t * pix..(t + 1) * pix]);
+            taps(g, |ky, kx, oy, iy, lo, hi, ix0| {
+                let row = &grad[oy * g.wo + lo..oy * g.wo + hi];
+                dwc[ky * k + kx] += dot_strided(row, &plane[iy * g.w + ix0..], g.s);
+            });
+            if want_x {
+                // SAFETY: the plane (b, ch) of dx is written by this task only.
+                let dxc = unsafe { std::slice::from_raw_parts_mut(dxp.at(t * hw), hw) };
+                taps(g, |ky, kx, oy, iy, lo, hi, ix0| {
+                    let wv = ws[(ch * k + ky) * k + kx];
+                    scatter_axpy(&mut dxc[iy * g.w + ix0..], &grad[oy * g.wo + lo..oy * g.wo + hi], wv, g.s);
+                });
+            }
+        }
+    });
+    let dx = want_x.then(|| FlexTensor::from_data(TensorData::new(dx, [g.n, c, g.h, g.w])));
+    (dx, FlexTensor::from_data(TensorData::new(dw, [c, 1, k, k])))
+}
+
+fn autodiff(x: AdFlex, w: AdFlex, geo: Geo) -> AdFlex {
+    #[derive(Debug)]
+    struct DepthwiseBackward;
+
+    impl Backward<Flex, 2> for DepthwiseBackward {
+        type State = (FlexTensor, FlexTensor, Geo);
+
+        fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let (x, w, geo) = ops.state;
+            let [px, pw] = ops.parents;
+            let dy = grads.consume::<Flex>(&ops.node);
+            let (dx, dw) = backward(&x, &w, &dy, &geo, px.is_some());
+            if let (Some(node), Some(dx)) = (px, dx) {
+                grads.register::<Flex>(node.id, dx);
+            }
+            if let Some(node) = pw {
+                grads.register::<Flex>(node.id, dw);
+            }
+        }
+    }
+
+    match DepthwiseBackward.prepare::<NoCheckpointing>([x.node.clone(), w.node.clone()]).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => {
+            let y = forward(&x.primitive, &w.primitive, None, &geo);
+            prep.finish((x.primitive, w.primitive, geo), y)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(forward(&x.primitive, &w.primitive, None, &geo)),
+    }
+}

@@ -136,6 +136,16 @@ fn a_run_killed_with_sigkill_resumes_to_the_same_metrics() {
     for f in ["config.toml", "provenance.json", "model.safetensors", "ema.safetensors", "best.safetensors"] {
         assert!(b_out.join(f).exists(), "{f} missing");
     }
+    // Provenance names the commit the binary was built from (baked in by exvit-train's build
+    // script): the checkout's HEAD here, since cargo rebuilt it for this test.
+    let prov: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(b_out.join("provenance.json")).unwrap()).unwrap();
+    let head =
+        std::process::Command::new("git").args(["-C", repo().to_str().unwrap(), "rev-parse", "HEAD"]).output().ok();
+    if let Some(head) = head.filter(|o| o.status.success()) {
+        assert_eq!(prov["git_commit"].as_str(), Some(String::from_utf8_lossy(&head.stdout).trim()), "{prov}");
+        assert!(prov["git_dirty"].is_boolean(), "{prov}");
+    }
     let ckpts = std::fs::read_dir(&b_out)
         .unwrap()
         .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("ckpt-"))

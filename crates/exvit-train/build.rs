@@ -1,0 +1,26 @@
+//! Bakes the source's git commit, and whether the tree had changes, into the build, for
+//! `provenance.json`: the commit a run was built from, not the one checked out when it ends.
+use std::path::Path;
+use std::process::Command;
+
+fn git(args: &[&str]) -> Option<String> {
+    let out = Command::new("git").args(args).output().ok().filter(|o| o.status.success())?;
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn main() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    // Rerun when the commit moves or any source changes (directories are scanned recursively).
+    for p in [".git/HEAD", ".git/index", ".git/refs/heads", ".git/packed-refs", "crates", "Cargo.toml", "Cargo.lock"] {
+        let path = root.join(p);
+        if path.exists() {
+            println!("cargo:rerun-if-changed={}", path.display());
+        }
+    }
+    let dir = root.to_string_lossy().into_owned();
+    let commit = git(&["-C", &dir, "rev-parse", "HEAD"]).unwrap_or_default();
+    let dirty = git(&["--no-optional-locks", "-C", &dir, "status", "--porcelain", "--untracked-files=no"])
+        .map(|s| !s.is_empty());
+    println!("cargo:rustc-env=EXVIT_GIT_COMMIT={commit}");
+    println!("cargo:rustc-env=EXVIT_GIT_DIRTY={}", dirty.map_or("unknown", |d| if d { "true" } else { "false" }));
+}

@@ -54,6 +54,54 @@ pub fn silu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     burn::tensor::activation::silu(Tensor::from_primitive(TensorPrimitive::Float(p)))
 }
 
+/// Undoes a failed or unused cast back to the backend's primitive.
+fn back<P: 'static, T: 'static>(r: Result<T, P>) -> P {
+    match r {
+        Ok(t) => cast::<T, P>(t).unwrap_or_else(|_| unreachable!("T is P")),
+        Err(p) => p,
+    }
+}
+
+/// Runs a convolution-like op on `x` `[N, I, H, W]`, `w` and an optional per-output-channel
+/// `bias`: on plain burn-flex f32 by `plain` (bias in the kernel), on `Autodiff<Flex>` f32 by the
+/// op's own autodiff `tracked` (bias added after it by burn, so that it has its gradient), and by
+/// `generic` (burn's ops) on every other backend or dtype.
+fn conv_dispatch<B: Backend>(
+    x: Tensor<B, 4>,
+    w: Tensor<B, 4>,
+    bias: Option<Tensor<B, 1>>,
+    plain: impl FnOnce(&FlexTensor, &FlexTensor, Option<&[f32]>) -> FlexTensor,
+    tracked: impl FnOnce(AdFlex, AdFlex) -> AdFlex,
+    generic: impl FnOnce(Tensor<B, 4>, Tensor<B, 4>, Option<Tensor<B, 1>>) -> Tensor<B, 4>,
+) -> Tensor<B, 4> {
+    let o = w.dims()[0];
+    let (TensorPrimitive::Float(px), TensorPrimitive::Float(pw)) = (x.into_primitive(), w.into_primitive()) else {
+        unreachable!("float tensors' primitives are Float unless quantized")
+    };
+    let (px, pw) = match (cast::<_, FlexTensor>(px), cast::<_, FlexTensor>(pw)) {
+        (Ok(x), Ok(w)) if is_f32(&x) && is_f32(&w) => {
+            let b = bias.map(|b| match b.into_primitive() {
+                TensorPrimitive::Float(p) => {
+                    contiguous(&cast::<_, FlexTensor>(p).unwrap_or_else(|_| unreachable!("same backend")))
+                }
+                _ => unreachable!("float"),
+            });
+            let bs = b.as_ref().map(|b| b.as_slice::<f32>().expect("f32 bias of an f32 conv"));
+            return wrap::<B, 4, _>(plain(&x, &w, bs));
+        }
+        (x, w) => (back(x), back(w)),
+    };
+    let unwrap = |p| Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(p));
+    let y = match (cast::<_, AdFlex>(px), cast::<_, AdFlex>(pw)) {
+        (Ok(x), Ok(w)) if is_f32(&x.primitive) && is_f32(&w.primitive) => wrap::<B, 4, _>(tracked(x, w)),
+        (x, w) => return generic(unwrap(back(x)), unwrap(back(w)), bias),
+    };
+    match bias {
+        Some(b) => y + b.reshape([1, o, 1, 1]),
+        None => y,
+    }
+}
+
 fn wrap<B: Backend, const D: usize, T: 'static>(y: T) -> Tensor<B, D> {
     match cast::<_, B::FloatTensorPrimitive>(y) {
         Ok(p) => Tensor::from_primitive(TensorPrimitive::Float(p)),

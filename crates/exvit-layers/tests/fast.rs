@@ -180,100 +180,209 @@ fn attention_gradient_matches_finite_differences() {
     }
 }
 
-fn conv_generic<B: Backend>(x: Tensor<B, 4>, w: Tensor<B, 4>, b: Option<Tensor<B, 1>>) -> Tensor<B, 4> {
-    conv2d(x, w, b, ConvOptions::new([1, 1], [0, 0], [1, 1], 1))
+/// A convolution under test: exvit's fused op and burn's `conv2d` (the reference), on any
+/// backend, for one stride and padding.
+#[derive(Debug, Clone, Copy)]
+enum Conv {
+    /// `fast::conv1x1`.
+    Pointwise,
+    /// `fast::conv2d_dense`: stride, padding.
+    Dense(usize, usize),
+    /// `fast::conv2d_depthwise`: stride, padding.
+    Depthwise(usize, usize),
 }
 
-#[test]
-fn conv1x1_equals_burns_conv2d() {
-    // Pixels per image below, at and above the kernel's 2048-column tiles; channels from 1 up.
-    for (k, &(n, i, o, h, w)) in
-        [(2, 16, 64, 64, 64), (3, 5, 7, 9, 11), (1, 1, 3, 2, 2), (2, 24, 1, 45, 46)].iter().enumerate()
-    {
-        let x = input([n, i, h, w], 1.0, 50 + k as u64);
-        let wt = input([1, 1, o, i], 0.5, 60 + k as u64).reshape([o, i, 1, 1]);
-        let bias = input([1, 1, 1, o], 1.0, 70 + k as u64).reshape([o]);
-        for b in [None, Some(bias.clone())] {
-            let fast = values(conv1x1(x.clone(), wt.clone(), b.clone()));
-            let reference = values(conv_generic(x.clone(), wt.clone(), b.clone()));
-            assert!(max_rel(&fast, &reference) < 1e-5, "n {n} i {i} o {o} {h}x{w}: {}", max_rel(&fast, &reference));
-            // The same on the autodiff backend (the bias then added outside the kernel).
-            let ad = |t: Tensor<Flex, 4>| Tensor::<AD, 4>::from_inner(t).require_grad();
-            let y = conv1x1(ad(x.clone()), ad(wt.clone()), b.clone().map(Tensor::from_inner));
-            assert!(max_rel(&values(y), &reference) < 1e-5);
+impl Conv {
+    fn fused<B: Backend>(self, x: Tensor<B, 4>, w: Tensor<B, 4>, b: Option<Tensor<B, 1>>) -> Tensor<B, 4> {
+        match self {
+            Conv::Pointwise => conv1x1(x, w, b),
+            Conv::Dense(s, p) => conv2d_dense(x, w, b, s, p),
+            Conv::Depthwise(s, p) => conv2d_depthwise(x, w, b, s, p),
         }
-        // An NHWC view of the same tensor (non-contiguous) gives the same result.
-        let view = x.clone().permute([0, 2, 3, 1]).permute([0, 3, 1, 2]);
-        let fast = values(conv1x1(view, wt.clone(), None));
-        assert!(max_rel(&fast, &values(conv_generic(x.clone(), wt.clone(), None))) < 1e-5);
     }
-}
 
-#[test]
-fn conv1x1_gradients_equal_autodiff_of_burns_conv2d() {
-    for (k, &(n, i, o, h, w)) in [(2, 16, 24, 48, 47), (3, 5, 7, 3, 3)].iter().enumerate() {
-        let x0 = input([n, i, h, w], 1.0, 80 + k as u64);
-        let w0 = input([1, 1, o, i], 0.5, 90 + k as u64).reshape([o, i, 1, 1]);
-        let b0 = input([1, 1, 1, o], 1.0, 95 + k as u64).reshape([o]);
-        let r = input([n, o, h, w], 1.0, 99 + k as u64);
-        let grads = |fused: bool| -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    fn reference<B: Backend>(self, x: Tensor<B, 4>, w: Tensor<B, 4>, b: Option<Tensor<B, 1>>) -> Tensor<B, 4> {
+        let (s, p, groups) = match self {
+            Conv::Pointwise => (1, 0, 1),
+            Conv::Dense(s, p) => (s, p, 1),
+            Conv::Depthwise(s, p) => (s, p, w.dims()[0]),
+        };
+        conv2d(x, w, b, ConvOptions::new([s, s], [p, p], [1, 1], groups))
+    }
+
+    /// Output shape for an input `[n, _, h, w]` and a weight `[o, _, k, _]`.
+    fn out_shape(self, [n, _, h, w]: [usize; 4], [o, _, k, _]: [usize; 4]) -> [usize; 4] {
+        let (s, p) = match self {
+            Conv::Pointwise => (1, 0),
+            Conv::Dense(s, p) | Conv::Depthwise(s, p) => (s, p),
+        };
+        [n, o, (h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1]
+    }
+
+    /// The fused op equals the reference, with and without bias, on the plain backend and on
+    /// the autodiff one, and reads a non-contiguous input correctly.
+    fn check_values(self, xs: [usize; 4], ws: [usize; 4], seed: u64) {
+        let x = input(xs, 1.0, seed);
+        let wt = input(ws, 0.5, seed + 1);
+        let bias = input([1, 1, 1, ws[0]], 1.0, seed + 2).reshape([ws[0]]);
+        for b in [None, Some(bias)] {
+            let fast = self.fused(x.clone(), wt.clone(), b.clone());
+            assert_eq!(fast.dims(), self.out_shape(xs, ws), "{self:?} {xs:?}");
+            let (fast, reference) = (values(fast), values(self.reference(x.clone(), wt.clone(), b.clone())));
+            assert!(max_rel(&fast, &reference) < 1e-5, "{self:?} {xs:?} {ws:?}: {}", max_rel(&fast, &reference));
+            let ad = |v: Tensor<Flex, 4>| Tensor::<AD, 4>::from_inner(v).require_grad();
+            let y = self.fused(ad(x.clone()), ad(wt.clone()), b.clone().map(Tensor::from_inner));
+            assert!(max_rel(&values(y), &reference) < 1e-5, "{self:?} {xs:?}: autodiff backend");
+        }
+        let view = x.clone().permute([0, 2, 3, 1]).permute([0, 3, 1, 2]);
+        let want = values(self.reference(x, wt.clone(), None));
+        assert!(max_rel(&values(self.fused(view, wt, None)), &want) < 1e-5, "{self:?} {xs:?}: non-contiguous input");
+    }
+
+    /// The gradients of x, w and the bias equal burn's autodiff of the reference.
+    fn check_gradients(self, xs: [usize; 4], ws: [usize; 4], seed: u64) {
+        let (x0, w0) = (input(xs, 1.0, seed), input(ws, 0.5, seed + 1));
+        let b0 = input([1, 1, 1, ws[0]], 1.0, seed + 2).reshape([ws[0]]);
+        let r = input(self.out_shape(xs, ws), 1.0, seed + 3);
+        let grads = |fused: bool| -> [Vec<f32>; 3] {
             let x = Tensor::<AD, 4>::from_inner(x0.clone()).require_grad();
-            let wt = Tensor::<AD, 4>::from_inner(w0.clone()).require_grad();
+            let w = Tensor::<AD, 4>::from_inner(w0.clone()).require_grad();
             let b = Tensor::<AD, 1>::from_inner(b0.clone()).require_grad();
-            let y = if fused {
-                conv1x1(x.clone(), wt.clone(), Some(b.clone()))
-            } else {
-                conv_generic(x.clone(), wt.clone(), Some(b.clone()))
-            };
+            let (xc, wc, bc) = (x.clone(), w.clone(), Some(b.clone()));
+            let y = if fused { self.fused(xc, wc, bc) } else { self.reference(xc, wc, bc) };
             let g = (y * Tensor::from_inner(r.clone())).sum().backward();
-            (values(x.grad(&g).unwrap()), values(wt.grad(&g).unwrap()), values(b.grad(&g).unwrap()))
+            [values(x.grad(&g).unwrap()), values(w.grad(&g).unwrap()), values(b.grad(&g).unwrap())]
         };
         let (f, g) = (grads(true), grads(false));
-        for (name, a, b) in [("input", &f.0, &g.0), ("weight", &f.1, &g.1), ("bias", &f.2, &g.2)] {
-            assert!(max_rel(a, b) < 1e-4, "{name} gradient, n {n} i {i} o {o}: {}", max_rel(a, b));
+        for (name, a, b) in [("input", &f[0], &g[0]), ("weight", &f[1], &g[1]), ("bias", &f[2], &g[2])] {
+            assert!(max_rel(a, b) < 1e-4, "{self:?} {xs:?} {ws:?}: {name} gradient {}", max_rel(a, b));
+        }
+        // A constant input (the stem's image): no input gradient, the weight's unchanged.
+        let x = Tensor::<AD, 4>::from_inner(x0.clone());
+        let w = Tensor::<AD, 4>::from_inner(w0.clone()).require_grad();
+        let g = (self.fused(x.clone(), w.clone(), None) * Tensor::from_inner(r.clone())).sum().backward();
+        assert!(x.grad(&g).is_none(), "{self:?}: an input gradient nobody asked for");
+        assert!(max_rel(&values(w.grad(&g).unwrap()), &f[1]) < 1e-5, "{self:?}: weight gradient without the input's");
+    }
+
+    /// The gradients of x and w against central finite differences of the fused forward.
+    fn check_finite_differences(self, xs: [usize; 4], ws: [usize; 4], seed: u64) {
+        let (x0, w0) = (values(input(xs, 1.0, seed)), values(input(ws, 1.0, seed + 1)));
+        let r = input(self.out_shape(xs, ws), 1.0, seed + 2);
+        let f = |xv: &[f32], wv: &[f32]| -> f64 {
+            let x = Tensor::<Flex, 4>::from_data(TensorData::new(xv.to_vec(), xs), &DEV);
+            let w = Tensor::<Flex, 4>::from_data(TensorData::new(wv.to_vec(), ws), &DEV);
+            values(self.fused(x, w, None) * r.clone()).iter().map(|&v| v as f64).sum()
+        };
+        let x = Tensor::<AD, 4>::from_data(TensorData::new(x0.clone(), xs), &DEV).require_grad();
+        let w = Tensor::<AD, 4>::from_data(TensorData::new(w0.clone(), ws), &DEV).require_grad();
+        let g = (self.fused(x.clone(), w.clone(), None) * Tensor::from_inner(r.clone())).sum().backward();
+        let (gx, gw) = (values(x.grad(&g).unwrap()), values(w.grad(&g).unwrap()));
+        let eps = 1e-2f32;
+        for (name, base, got) in [("input", &x0, &gx), ("weight", &w0, &gw)] {
+            for k in 0..base.len() {
+                let (mut up, mut down) = (base.clone(), base.clone());
+                up[k] += eps;
+                down[k] -= eps;
+                let fd = if name == "input" { f(&up, &w0) - f(&down, &w0) } else { f(&x0, &up) - f(&x0, &down) }
+                    / (2.0 * eps as f64);
+                assert!(
+                    (got[k] as f64 - fd).abs() < 2e-3 * fd.abs().max(1.0),
+                    "{self:?} {name} {k}: autodiff {} vs fd {fd}",
+                    got[k]
+                );
+            }
         }
     }
-    // A constant input (no gradient wanted): only the weight's gradient is computed.
-    let x = Tensor::<AD, 4>::from_inner(input([2, 3, 5, 5], 1.0, 7));
-    let wt = Tensor::<AD, 4>::from_inner(input([1, 1, 4, 3], 1.0, 8).reshape([4, 3, 1, 1])).require_grad();
-    let g = conv1x1(x.clone(), wt.clone(), None).sum().backward();
-    assert!(x.grad(&g).is_none());
-    let want = values(x.inner().sum_dims(&[0, 2, 3]).reshape([1, 3]).repeat_dim(0, 4));
-    assert!(max_rel(&values(wt.grad(&g).unwrap()), &want) < 1e-5);
+}
+
+/// 1x1 convs: pixels per image below, at and above the kernel's 2048-column tiles; channels
+/// from 1 up. (input shape, weight shape).
+const POINTWISE: [([usize; 4], [usize; 4]); 4] = [
+    ([2, 16, 64, 64], [64, 16, 1, 1]),
+    ([3, 5, 9, 11], [7, 5, 1, 1]),
+    ([1, 1, 2, 2], [3, 1, 1, 1]),
+    ([2, 24, 45, 46], [1, 24, 1, 1]),
+];
+
+/// Dense k×k convs: MobileViT's 3x3 (stride 1 and 2, padding 1), no padding, a 5x5 kernel, odd
+/// sizes, one image of several 2048-pixel bands, more images than threads. (input, weight,
+/// stride, padding).
+const DENSE: [([usize; 4], [usize; 4], usize, usize); 6] = [
+    ([4, 8, 16, 16], [12, 8, 3, 3], 1, 1),
+    ([3, 3, 17, 15], [16, 3, 3, 3], 2, 1),
+    ([1, 6, 9, 10], [5, 6, 3, 3], 1, 0),
+    ([2, 4, 11, 12], [6, 4, 5, 5], 2, 2),
+    ([1, 16, 70, 64], [8, 16, 3, 3], 1, 1),
+    ([5, 2, 4, 4], [3, 2, 3, 3], 1, 1),
+];
+
+/// Depthwise convs: MobileViT's 3x3 (stride 1 and 2), odd sizes, a 5x5 kernel, no padding, rows
+/// longer than the 16 lanes. (input, kernel, stride, padding).
+const DEPTHWISE: [([usize; 4], usize, usize, usize); 6] = [
+    ([2, 8, 16, 16], 3, 1, 1),
+    ([3, 5, 17, 15], 3, 2, 1),
+    ([1, 4, 9, 10], 3, 1, 0),
+    ([2, 3, 11, 12], 5, 2, 2),
+    ([1, 2, 40, 37], 3, 1, 1),
+    ([2, 6, 4, 4], 3, 2, 1),
+];
+
+#[test]
+fn pointwise_conv_equals_burns_conv2d() {
+    for (t, (xs, ws)) in POINTWISE.into_iter().enumerate() {
+        Conv::Pointwise.check_values(xs, ws, 50 + 10 * t as u64);
+    }
 }
 
 #[test]
-fn conv1x1_gradient_matches_finite_differences() {
-    let (n, i, o, h, w) = (2, 3, 4, 3, 2);
-    let x0 = values(input([n, i, h, w], 1.0, 110));
-    let w0 = values(input([1, 1, o, i], 1.0, 111));
-    let r = input([n, o, h, w], 1.0, 112);
-    let f = |xv: &[f32], wv: &[f32]| -> f64 {
-        let x = Tensor::<Flex, 4>::from_data(TensorData::new(xv.to_vec(), [n, i, h, w]), &DEV);
-        let wt = Tensor::<Flex, 4>::from_data(TensorData::new(wv.to_vec(), [o, i, 1, 1]), &DEV);
-        values(conv1x1(x, wt, None) * r.clone()).iter().map(|&v| v as f64).sum()
-    };
-    let x = Tensor::<AD, 4>::from_data(TensorData::new(x0.clone(), [n, i, h, w]), &DEV).require_grad();
-    let wt = Tensor::<AD, 4>::from_data(TensorData::new(w0.clone(), [o, i, 1, 1]), &DEV).require_grad();
-    let g = (conv1x1(x.clone(), wt.clone(), None) * Tensor::from_inner(r.clone())).sum().backward();
-    let (gx, gw) = (values(x.grad(&g).unwrap()), values(wt.grad(&g).unwrap()));
-    let eps = 1e-2f32;
-    let check = |name: &str, k: usize, got: f32, up: f64, down: f64| {
-        let fd = (up - down) / (2.0 * eps as f64);
-        assert!((got as f64 - fd).abs() < 2e-3 * fd.abs().max(1.0), "{name} {k}: autodiff {got} vs fd {fd}");
-    };
-    for k in 0..x0.len() {
-        let (mut u, mut d) = (x0.clone(), x0.clone());
-        u[k] += eps;
-        d[k] -= eps;
-        check("input", k, gx[k], f(&u, &w0), f(&d, &w0));
+fn pointwise_conv_gradients_equal_autodiff_of_burns_conv2d() {
+    for (t, (xs, ws)) in POINTWISE.into_iter().enumerate() {
+        Conv::Pointwise.check_gradients(xs, ws, 90 + 10 * t as u64);
     }
-    for k in 0..w0.len() {
-        let (mut u, mut d) = (w0.clone(), w0.clone());
-        u[k] += eps;
-        d[k] -= eps;
-        check("weight", k, gw[k], f(&x0, &u), f(&x0, &d));
+}
+
+#[test]
+fn pointwise_conv_gradient_matches_finite_differences() {
+    Conv::Pointwise.check_finite_differences([2, 3, 3, 2], [4, 3, 1, 1], 110);
+}
+
+#[test]
+fn dense_conv_equals_burns_conv2d() {
+    for (t, (xs, ws, s, p)) in DENSE.into_iter().enumerate() {
+        Conv::Dense(s, p).check_values(xs, ws, 400 + 10 * t as u64);
     }
+}
+
+#[test]
+fn dense_conv_gradients_equal_autodiff_of_burns_conv2d() {
+    for (t, (xs, ws, s, p)) in DENSE.into_iter().enumerate() {
+        Conv::Dense(s, p).check_gradients(xs, ws, 500 + 10 * t as u64);
+    }
+}
+
+#[test]
+fn dense_conv_gradient_matches_finite_differences() {
+    Conv::Dense(2, 1).check_finite_differences([2, 2, 5, 4], [3, 2, 3, 3], 600);
+}
+
+#[test]
+fn depthwise_conv_equals_burns_grouped_conv2d() {
+    for (t, (xs, k, s, p)) in DEPTHWISE.into_iter().enumerate() {
+        Conv::Depthwise(s, p).check_values(xs, [xs[1], 1, k, k], 700 + 10 * t as u64);
+    }
+}
+
+#[test]
+fn depthwise_conv_gradients_equal_autodiff_of_burns_grouped_conv2d() {
+    for (t, (xs, k, s, p)) in DEPTHWISE.into_iter().enumerate() {
+        Conv::Depthwise(s, p).check_gradients(xs, [xs[1], 1, k, k], 800 + 10 * t as u64);
+    }
+}
+
+#[test]
+fn depthwise_conv_gradient_matches_finite_differences() {
+    Conv::Depthwise(2, 1).check_finite_differences([2, 2, 5, 4], [2, 1, 3, 3], 900);
 }
 
 /// The fused BN and the generic one on the same input: output, statistics, and the gradients
@@ -369,208 +478,5 @@ fn batch_norm_train_gradient_matches_finite_differences() {
                 "parameter {which} element {k}: autodiff {a} vs fd {fd}"
             );
         }
-    }
-}
-
-/// (batch, in, out, height, width, kernel, stride, padding): MobileViT's 3x3 convs (stride 1 and
-/// 2, padding 1), no padding, a 5x5 kernel, odd sizes, one image of several 2048-pixel bands, and
-/// more images than threads (the backward parallel over images).
-#[allow(clippy::type_complexity)]
-const DENSE: [(usize, usize, usize, usize, usize, usize, usize, usize); 6] = [
-    (4, 8, 12, 16, 16, 3, 1, 1),
-    (3, 3, 16, 17, 15, 3, 2, 1),
-    (1, 6, 5, 9, 10, 3, 1, 0),
-    (2, 4, 6, 11, 12, 5, 2, 2),
-    (1, 16, 8, 70, 64, 3, 1, 1),
-    (5, 2, 3, 4, 4, 3, 1, 1),
-];
-
-fn dense_generic<B: Backend>(
-    x: Tensor<B, 4>,
-    w: Tensor<B, 4>,
-    b: Option<Tensor<B, 1>>,
-    s: usize,
-    p: usize,
-) -> Tensor<B, 4> {
-    conv2d(x, w, b, ConvOptions::new([s, s], [p, p], [1, 1], 1))
-}
-
-#[test]
-fn dense_conv_equals_burns_conv2d() {
-    for (t, &(n, i, o, h, w, k, s, p)) in DENSE.iter().enumerate() {
-        let x = input([n, i, h, w], 1.0, 400 + t as u64);
-        let wt = input([o, i, k, k], 0.5, 410 + t as u64);
-        let bias = input([1, 1, 1, o], 1.0, 420 + t as u64).reshape([o]);
-        for b in [None, Some(bias.clone())] {
-            let fast = conv2d_dense(x.clone(), wt.clone(), b.clone(), s, p);
-            let reference = dense_generic(x.clone(), wt.clone(), b.clone(), s, p);
-            assert_eq!(fast.dims(), reference.dims());
-            let (fast, reference) = (values(fast), values(reference));
-            assert!(max_rel(&fast, &reference) < 1e-5, "{:?}: {}", DENSE[t], max_rel(&fast, &reference));
-            let ad = |v: Tensor<Flex, 4>| Tensor::<AD, 4>::from_inner(v).require_grad();
-            let y = conv2d_dense(ad(x.clone()), ad(wt.clone()), b.clone().map(Tensor::from_inner), s, p);
-            assert!(max_rel(&values(y), &reference) < 1e-5);
-        }
-    }
-}
-
-#[test]
-fn dense_conv_gradients_equal_autodiff_of_burns_conv2d() {
-    for (t, &(n, i, o, h, w, k, s, p)) in DENSE.iter().enumerate() {
-        let x0 = input([n, i, h, w], 1.0, 500 + t as u64);
-        let w0 = input([o, i, k, k], 0.5, 510 + t as u64);
-        let (ho, wo) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
-        let r = input([n, o, ho, wo], 1.0, 520 + t as u64);
-        let grads = |fused: bool| {
-            let x = Tensor::<AD, 4>::from_inner(x0.clone()).require_grad();
-            let wt = Tensor::<AD, 4>::from_inner(w0.clone()).require_grad();
-            let y = if fused {
-                conv2d_dense(x.clone(), wt.clone(), None, s, p)
-            } else {
-                dense_generic(x.clone(), wt.clone(), None, s, p)
-            };
-            let g = (y * Tensor::from_inner(r.clone())).sum().backward();
-            (values(x.grad(&g).unwrap()), values(wt.grad(&g).unwrap()))
-        };
-        let (f, g) = (grads(true), grads(false));
-        assert!(max_rel(&f.0, &g.0) < 1e-4, "input gradient {:?}: {}", DENSE[t], max_rel(&f.0, &g.0));
-        assert!(max_rel(&f.1, &g.1) < 1e-4, "weight gradient {:?}: {}", DENSE[t], max_rel(&f.1, &g.1));
-    }
-    // A constant input (the stem's image): no input gradient, the weight's still right.
-    let x = Tensor::<AD, 4>::from_inner(input([2, 3, 8, 8], 1.0, 530));
-    let wt = Tensor::<AD, 4>::from_inner(input([4, 3, 3, 3], 1.0, 531)).require_grad();
-    let g = conv2d_dense(x.clone(), wt.clone(), None, 2, 1).sum().backward();
-    assert!(x.grad(&g).is_none());
-    let wr = Tensor::<AD, 4>::from_inner(input([4, 3, 3, 3], 1.0, 531)).require_grad();
-    let gr = dense_generic(x, wr.clone(), None, 2, 1).sum().backward();
-    assert!(max_rel(&values(wt.grad(&g).unwrap()), &values(wr.grad(&gr).unwrap())) < 1e-5);
-}
-
-#[test]
-fn dense_conv_gradient_matches_finite_differences() {
-    let (n, i, o, h, w, k, s, p) = (2, 2, 3, 5, 4, 3, 2, 1);
-    let x0 = values(input([n, i, h, w], 1.0, 600));
-    let w0 = values(input([o, i, k, k], 1.0, 601));
-    let r = input([n, o, 3, 2], 1.0, 602);
-    let f = |xv: &[f32], wv: &[f32]| -> f64 {
-        let x = Tensor::<Flex, 4>::from_data(TensorData::new(xv.to_vec(), [n, i, h, w]), &DEV);
-        let wt = Tensor::<Flex, 4>::from_data(TensorData::new(wv.to_vec(), [o, i, k, k]), &DEV);
-        values(conv2d_dense(x, wt, None, s, p) * r.clone()).iter().map(|&v| v as f64).sum()
-    };
-    let x = Tensor::<AD, 4>::from_data(TensorData::new(x0.clone(), [n, i, h, w]), &DEV).require_grad();
-    let wt = Tensor::<AD, 4>::from_data(TensorData::new(w0.clone(), [o, i, k, k]), &DEV).require_grad();
-    let g = (conv2d_dense(x.clone(), wt.clone(), None, s, p) * Tensor::from_inner(r.clone())).sum().backward();
-    let (gx, gw) = (values(x.grad(&g).unwrap()), values(wt.grad(&g).unwrap()));
-    let eps = 1e-2f32;
-    for kk in 0..x0.len() {
-        let (mut u, mut d) = (x0.clone(), x0.clone());
-        u[kk] += eps;
-        d[kk] -= eps;
-        let fd = (f(&u, &w0) - f(&d, &w0)) / (2.0 * eps as f64);
-        assert!((gx[kk] as f64 - fd).abs() < 2e-3 * fd.abs().max(1.0), "input {kk}: {} vs fd {fd}", gx[kk]);
-    }
-    for kk in 0..w0.len() {
-        let (mut u, mut d) = (w0.clone(), w0.clone());
-        u[kk] += eps;
-        d[kk] -= eps;
-        let fd = (f(&x0, &u) - f(&x0, &d)) / (2.0 * eps as f64);
-        assert!((gw[kk] as f64 - fd).abs() < 2e-3 * fd.abs().max(1.0), "weight {kk}: {} vs fd {fd}", gw[kk]);
-    }
-}
-
-/// (batch, channels, height, width, kernel, stride, padding): MobileViT's depthwise 3x3 convs
-/// (stride 1 and 2), odd sizes, a 5x5 kernel, no padding, rows longer than the 16 lanes.
-const DEPTHWISE: [[usize; 7]; 6] = [
-    [2, 8, 16, 16, 3, 1, 1],
-    [3, 5, 17, 15, 3, 2, 1],
-    [1, 4, 9, 10, 3, 1, 0],
-    [2, 3, 11, 12, 5, 2, 2],
-    [1, 2, 40, 37, 3, 1, 1],
-    [2, 6, 4, 4, 3, 2, 1],
-];
-
-fn depthwise_generic<B: Backend>(
-    x: Tensor<B, 4>,
-    w: Tensor<B, 4>,
-    b: Option<Tensor<B, 1>>,
-    s: usize,
-    p: usize,
-) -> Tensor<B, 4> {
-    let c = w.dims()[0];
-    conv2d(x, w, b, ConvOptions::new([s, s], [p, p], [1, 1], c))
-}
-
-#[test]
-fn depthwise_conv_equals_burns_grouped_conv2d() {
-    for (t, &[n, c, h, w, k, s, p]) in DEPTHWISE.iter().enumerate() {
-        let x = input([n, c, h, w], 1.0, 700 + t as u64);
-        let wt = input([c, 1, k, k], 0.5, 710 + t as u64);
-        let bias = input([1, 1, 1, c], 1.0, 720 + t as u64).reshape([c]);
-        for b in [None, Some(bias.clone())] {
-            let fast = conv2d_depthwise(x.clone(), wt.clone(), b.clone(), s, p);
-            let reference = depthwise_generic(x.clone(), wt.clone(), b.clone(), s, p);
-            assert_eq!(fast.dims(), reference.dims());
-            let (fast, reference) = (values(fast), values(reference));
-            assert!(max_rel(&fast, &reference) < 1e-5, "{:?}: {}", DEPTHWISE[t], max_rel(&fast, &reference));
-            let ad = |v: Tensor<Flex, 4>| Tensor::<AD, 4>::from_inner(v).require_grad();
-            let y = conv2d_depthwise(ad(x.clone()), ad(wt.clone()), b.clone().map(Tensor::from_inner), s, p);
-            assert!(max_rel(&values(y), &reference) < 1e-5);
-        }
-    }
-}
-
-#[test]
-fn depthwise_conv_gradients_equal_autodiff_of_burns_grouped_conv2d() {
-    for (t, &[n, c, h, w, k, s, p]) in DEPTHWISE.iter().enumerate() {
-        let x0 = input([n, c, h, w], 1.0, 800 + t as u64);
-        let w0 = input([c, 1, k, k], 0.5, 810 + t as u64);
-        let (ho, wo) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
-        let r = input([n, c, ho, wo], 1.0, 820 + t as u64);
-        let grads = |fused: bool| {
-            let x = Tensor::<AD, 4>::from_inner(x0.clone()).require_grad();
-            let wt = Tensor::<AD, 4>::from_inner(w0.clone()).require_grad();
-            let y = if fused {
-                conv2d_depthwise(x.clone(), wt.clone(), None, s, p)
-            } else {
-                depthwise_generic(x.clone(), wt.clone(), None, s, p)
-            };
-            let g = (y * Tensor::from_inner(r.clone())).sum().backward();
-            (values(x.grad(&g).unwrap()), values(wt.grad(&g).unwrap()))
-        };
-        let (f, g) = (grads(true), grads(false));
-        assert!(max_rel(&f.0, &g.0) < 1e-4, "input gradient {:?}: {}", DEPTHWISE[t], max_rel(&f.0, &g.0));
-        assert!(max_rel(&f.1, &g.1) < 1e-4, "weight gradient {:?}: {}", DEPTHWISE[t], max_rel(&f.1, &g.1));
-    }
-}
-
-#[test]
-fn depthwise_conv_gradient_matches_finite_differences() {
-    let [n, c, h, w, k, s, p] = [2, 2, 5, 4, 3, 2, 1];
-    let x0 = values(input([n, c, h, w], 1.0, 900));
-    let w0 = values(input([c, 1, k, k], 1.0, 901));
-    let r = input([n, c, 3, 2], 1.0, 902);
-    let f = |xv: &[f32], wv: &[f32]| -> f64 {
-        let x = Tensor::<Flex, 4>::from_data(TensorData::new(xv.to_vec(), [n, c, h, w]), &DEV);
-        let wt = Tensor::<Flex, 4>::from_data(TensorData::new(wv.to_vec(), [c, 1, k, k]), &DEV);
-        values(conv2d_depthwise(x, wt, None, s, p) * r.clone()).iter().map(|&v| v as f64).sum()
-    };
-    let x = Tensor::<AD, 4>::from_data(TensorData::new(x0.clone(), [n, c, h, w]), &DEV).require_grad();
-    let wt = Tensor::<AD, 4>::from_data(TensorData::new(w0.clone(), [c, 1, k, k]), &DEV).require_grad();
-    let g = (conv2d_depthwise(x.clone(), wt.clone(), None, s, p) * Tensor::from_inner(r.clone())).sum().backward();
-    let (gx, gw) = (values(x.grad(&g).unwrap()), values(wt.grad(&g).unwrap()));
-    let eps = 1e-2f32;
-    for kk in 0..x0.len() {
-        let (mut u, mut d) = (x0.clone(), x0.clone());
-        u[kk] += eps;
-        d[kk] -= eps;
-        let fd = (f(&u, &w0) - f(&d, &w0)) / (2.0 * eps as f64);
-        assert!((gx[kk] as f64 - fd).abs() < 2e-3 * fd.abs().max(1.0), "input {kk}: {} vs fd {fd}", gx[kk]);
-    }
-    for kk in 0..w0.len() {
-        let (mut u, mut d) = (w0.clone(), w0.clone());
-        u[kk] += eps;
-        d[kk] -= eps;
-        let fd = (f(&x0, &u) - f(&x0, &d)) / (2.0 * eps as f64);
-        assert!((gw[kk] as f64 - fd).abs() < 2e-3 * fd.abs().max(1.0), "weight {kk}: {} vs fd {fd}", gw[kk]);
     }
 }

@@ -21,7 +21,7 @@ use burn_flex::{Flex, FlexTensor};
 use rayon::prelude::*;
 
 use super::attention::Shared;
-use super::{cast, contiguous, is_f32, wrap, AdFlex};
+use super::{back, cast, contiguous, is_f32, wrap, AdFlex};
 
 /// What the fused BN gives back: the output and the batch mean and biased variance per channel
 /// (without gradient, for the running statistics).
@@ -78,13 +78,6 @@ pub fn batch_norm_train<B: Backend>(
             Tensor::from_primitive(TensorPrimitive::Float(back(g))),
             Tensor::from_primitive(TensorPrimitive::Float(back(b))),
         )),
-    }
-}
-
-fn back<P: 'static, T: 'static>(r: Result<T, P>) -> P {
-    match r {
-        Ok(t) => cast::<T, P>(t).unwrap_or_else(|_| unreachable!("T is P")),
-        Err(p) => p,
     }
 }
 

@@ -17,12 +17,11 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::prelude::*;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::TensorPrimitive;
 use burn_flex::{Flex, FlexTensor};
 use rayon::prelude::*;
 
 use super::attention::{matmul, Shared};
-use super::{cast, contiguous, is_f32, wrap, AdFlex};
+use super::{contiguous, conv_dispatch, AdFlex};
 
 /// The geometry of one conv call.
 #[derive(Debug, Clone, Copy)]
@@ -77,38 +76,7 @@ pub fn conv2d_dense<B: Backend>(
     let Some(geo) = geo.filter(|g| kh == kw && wi == g.i) else {
         return generic(x, w, bias);
     };
-    let (TensorPrimitive::Float(px), TensorPrimitive::Float(pw)) = (x.into_primitive(), w.into_primitive()) else {
-        unreachable!("float tensors' primitives are Float unless quantized")
-    };
-    let (px, pw) = match (cast::<_, FlexTensor>(px), cast::<_, FlexTensor>(pw)) {
-        (Ok(x), Ok(w)) if is_f32(&x) && is_f32(&w) => {
-            let b = bias.map(|b| match b.into_primitive() {
-                TensorPrimitive::Float(p) => {
-                    contiguous(&cast::<_, FlexTensor>(p).unwrap_or_else(|_| unreachable!("same backend")))
-                }
-                _ => unreachable!("float"),
-            });
-            let bs = b.as_ref().map(|b| b.as_slice::<f32>().expect("f32"));
-            return wrap::<B, 4, _>(forward(&x, &w, bs, &geo));
-        }
-        (x, w) => (back(x), back(w)),
-    };
-    let unwrap = |p| Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(p));
-    let y = match (cast::<_, AdFlex>(px), cast::<_, AdFlex>(pw)) {
-        (Ok(x), Ok(w)) if is_f32(&x.primitive) && is_f32(&w.primitive) => wrap::<B, 4, _>(autodiff(x, w, geo)),
-        (x, w) => return generic(unwrap(back(x)), unwrap(back(w)), bias),
-    };
-    match bias {
-        Some(b) => y + b.reshape([1, o, 1, 1]),
-        None => y,
-    }
-}
-
-fn back<P: 'static, T: 'static>(r: Result<T, P>) -> P {
-    match r {
-        Ok(t) => cast::<T, P>(t).unwrap_or_else(|_| unreachable!("T is P")),
-        Err(p) => p,
-    }
+    conv_dispatch(x, w, bias, |x, w, b| forward(x, w, b, &geo), |x, w| autodiff(x, w, geo), generic)
 }
 
 /// `col [I·k·k, (oy1 − oy0)·Wo]` of one image `x [I, H, W]`: the output rows `oy0..oy1`.

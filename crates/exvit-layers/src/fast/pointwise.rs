@@ -18,12 +18,11 @@ use burn::backend::autodiff::ops::{binary, Backward, Ops, OpsKind};
 use burn::prelude::*;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::TensorPrimitive;
 use burn_flex::{Flex, FlexTensor};
 use rayon::prelude::*;
 
 use super::attention::{matmul, Shared};
-use super::{cast, contiguous, is_f32, wrap, AdFlex};
+use super::{contiguous, conv_dispatch, AdFlex};
 
 /// Columns (pixels) per rayon task of the forward and the input gradient.
 const COLS: usize = 2048;
@@ -32,42 +31,12 @@ const COLS: usize = 2048;
 /// `w` `[O, I, 1, 1]`. Fused on burn-flex f32 (under autodiff too); burn's `conv2d` elsewhere.
 pub fn conv1x1<B: Backend>(x: Tensor<B, 4>, w: Tensor<B, 4>, bias: Option<Tensor<B, 1>>) -> Tensor<B, 4> {
     let [_, i, _, _] = x.dims();
-    let [o, wi, kh, kw] = w.dims();
+    let [_, wi, kh, kw] = w.dims();
     let generic = |x, w, bias| conv2d(x, w, bias, ConvOptions::new([1, 1], [0, 0], [1, 1], 1));
     if wi != i || kh != 1 || kw != 1 {
         return generic(x, w, bias);
     }
-    let (TensorPrimitive::Float(px), TensorPrimitive::Float(pw)) = (x.into_primitive(), w.into_primitive()) else {
-        unreachable!("float tensors' primitives are Float unless quantized")
-    };
-    let unwrap = |p| Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(p));
-    // Plain flex: the bias goes into the kernel.
-    let (px, pw) = match (cast::<_, FlexTensor>(px), cast::<_, FlexTensor>(pw)) {
-        (Ok(x), Ok(w)) if is_f32(&x) && is_f32(&w) => {
-            let b = bias.map(|b| match b.into_primitive() {
-                TensorPrimitive::Float(p) => cast::<_, FlexTensor>(p).unwrap_or_else(|_| unreachable!("same backend")),
-                _ => unreachable!("float"),
-            });
-            return wrap::<B, 4, _>(forward(&x, &w, b.as_ref()));
-        }
-        (x, w) => (back(x), back(w)),
-    };
-    let y = match (cast::<_, AdFlex>(px), cast::<_, AdFlex>(pw)) {
-        (Ok(x), Ok(w)) if is_f32(&x.primitive) && is_f32(&w.primitive) => wrap::<B, 4, _>(autodiff(x, w)),
-        (x, w) => return generic(unwrap(back(x)), unwrap(back(w)), bias),
-    };
-    match bias {
-        Some(b) => y + b.reshape([1, o, 1, 1]),
-        None => y,
-    }
-}
-
-/// Undoes a failed or unused cast back to the backend's primitive.
-fn back<P: 'static, T: 'static>(r: Result<T, P>) -> P {
-    match r {
-        Ok(t) => cast::<T, P>(t).unwrap_or_else(|_| unreachable!("T is P")),
-        Err(p) => p,
-    }
+    conv_dispatch(x, w, bias, forward, autodiff, generic)
 }
 
 /// Sizes: batch, input and output channels, pixels per image.
@@ -78,13 +47,12 @@ fn sizes(x: &FlexTensor, w: &FlexTensor) -> (usize, usize, usize, usize) {
 }
 
 /// `Y = W · X (+ bias)` per image.
-fn forward(x: &FlexTensor, w: &FlexTensor, bias: Option<&FlexTensor>) -> FlexTensor {
+fn forward(x: &FlexTensor, w: &FlexTensor, bias: Option<&[f32]>) -> FlexTensor {
     let (n, i, o, hw) = sizes(x, w);
     let [h, wd] = [x.layout().shape()[2], x.layout().shape()[3]];
     let (xc, wc) = (contiguous(x), contiguous(w));
     let (xs, ws) = (xc.as_slice::<f32>().expect("f32"), wc.as_slice::<f32>().expect("f32"));
-    let bc = bias.map(contiguous);
-    let bs = bc.as_ref().map(|b| b.as_slice::<f32>().expect("f32"));
+    let bs = bias;
     let mut y = vec![0f32; n * o * hw];
     let out = Shared(y.as_mut_ptr());
     let tiles = hw.div_ceil(COLS);

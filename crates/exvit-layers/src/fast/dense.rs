@@ -304,21 +304,30 @@ fn backward(
     (dx, dw)
 }
 
-fn autodiff(x: AdFlex, w: AdFlex, geo: Geo) -> AdFlex {
-    #[derive(Debug)]
-    struct DenseConvBackward;
+/// A k×k conv kernel's forward: `(x, w, bias, geometry) → y`.
+pub(super) type ConvForward = fn(&FlexTensor, &FlexTensor, Option<&[f32]>, &Geo) -> FlexTensor;
+/// Its backward: `(x, w, dy, geometry, want dx, want dw) → (dx, dw)`.
+pub(super) type ConvBackward =
+    fn(&FlexTensor, &FlexTensor, &FlexTensor, &Geo, bool, bool) -> (Option<FlexTensor>, Option<FlexTensor>);
 
-    impl Backward<Flex, 2> for DenseConvBackward {
+fn autodiff(x: AdFlex, w: AdFlex, geo: Geo) -> AdFlex {
+    conv_autodiff(x, w, geo, forward, backward)
+}
+
+/// The autodiff op of a bias-free conv from its two kernels; the input, the weight and the
+/// geometry are the state, and only the gradients the graph needs are computed.
+pub(super) fn conv_autodiff(x: AdFlex, w: AdFlex, geo: Geo, forward: ConvForward, backward: ConvBackward) -> AdFlex {
+    #[derive(Debug)]
+    struct ConvOp(ConvBackward);
+
+    impl Backward<Flex, 2> for ConvOp {
         type State = (FlexTensor, FlexTensor, Geo);
 
         fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
             let (x, w, geo) = ops.state;
-            let [px, pw] = &ops.parents;
-            let (dx, dw) = {
-                let dy = grads.consume::<Flex>(&ops.node);
-                backward(&x, &w, &dy, &geo, px.is_some(), pw.is_some())
-            };
             let [px, pw] = ops.parents;
+            let dy = grads.consume::<Flex>(&ops.node);
+            let (dx, dw) = (self.0)(&x, &w, &dy, &geo, px.is_some(), pw.is_some());
             if let (Some(node), Some(dx)) = (px, dx) {
                 grads.register::<Flex>(node.id, dx);
             }
@@ -328,7 +337,7 @@ fn autodiff(x: AdFlex, w: AdFlex, geo: Geo) -> AdFlex {
         }
     }
 
-    match DenseConvBackward.prepare::<NoCheckpointing>([x.node.clone(), w.node.clone()]).compute_bound().stateful() {
+    match ConvOp(backward).prepare::<NoCheckpointing>([x.node.clone(), w.node.clone()]).compute_bound().stateful() {
         OpsKind::Tracked(prep) => {
             let y = forward(&x.primitive, &w.primitive, None, &geo);
             prep.finish((x.primitive, w.primitive, geo), y)

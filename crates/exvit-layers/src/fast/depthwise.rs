@@ -6,18 +6,14 @@
 //! and its input gradient a grouped transposed convolution. The reference is burn's `conv2d`;
 //! `tests/fast.rs` compares values and gradients and checks them by finite differences.
 
-use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
-use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::prelude::*;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
-use burn_flex::{Flex, FlexTensor};
+use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
 use super::attention::Shared;
-use super::dense::Geo;
+use super::dense::{conv_autodiff, Geo};
 use super::{contiguous, conv_dispatch, AdFlex};
 
 /// `conv2d(x, w, bias)` with `groups = C`, `w` `[C, 1, k, k]`, `stride` and `padding` on both
@@ -162,31 +158,8 @@ fn backward(
 }
 
 fn autodiff(x: AdFlex, w: AdFlex, geo: Geo) -> AdFlex {
-    #[derive(Debug)]
-    struct DepthwiseBackward;
-
-    impl Backward<Flex, 2> for DepthwiseBackward {
-        type State = (FlexTensor, FlexTensor, Geo);
-
-        fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-            let (x, w, geo) = ops.state;
-            let [px, pw] = ops.parents;
-            let dy = grads.consume::<Flex>(&ops.node);
-            let (dx, dw) = backward(&x, &w, &dy, &geo, px.is_some());
-            if let (Some(node), Some(dx)) = (px, dx) {
-                grads.register::<Flex>(node.id, dx);
-            }
-            if let Some(node) = pw {
-                grads.register::<Flex>(node.id, dw);
-            }
-        }
-    }
-
-    match DepthwiseBackward.prepare::<NoCheckpointing>([x.node.clone(), w.node.clone()]).compute_bound().stateful() {
-        OpsKind::Tracked(prep) => {
-            let y = forward(&x.primitive, &w.primitive, None, &geo);
-            prep.finish((x.primitive, w.primitive, geo), y)
-        }
-        OpsKind::UnTracked(prep) => prep.finish(forward(&x.primitive, &w.primitive, None, &geo)),
-    }
+    conv_autodiff(x, w, geo, forward, |x, w, dy, g, want_x, _| {
+        let (dx, dw) = backward(x, w, dy, g, want_x);
+        (dx, Some(dw))
+    })
 }

@@ -480,3 +480,23 @@ fn batch_norm_train_gradient_matches_finite_differences() {
         }
     }
 }
+
+#[test]
+fn batch_norm_train_statistics_survive_a_large_mean() {
+    // Mean 1000, spread 0.01: a one-pass E[x²] − E[x]² in f32 would lose every digit of the
+    // variance; the kernel's shifted sums must not. Reference: f64 two-pass over the f32 inputs.
+    let shape = [3, 2, 17, 19];
+    let x = input(shape, 0.005, 77).add_scalar(1000.0);
+    let data = values(x.clone());
+    let (g, b) = (Tensor::<Flex, 1>::ones([2], &DEV), Tensor::<Flex, 1>::zeros([2], &DEV));
+    let out = batch_norm_train(x, g, b, 0.0).unwrap_or_else(|_| panic!("fused on flex"));
+    let (mean, var) = (values(out.mean), values(out.var));
+    let plane = 17 * 19;
+    for c in 0..2 {
+        let v: Vec<f64> = (0..3).flat_map(|n| data[(n * 2 + c) * plane..][..plane].iter().map(|&x| x as f64)).collect();
+        let m = v.iter().sum::<f64>() / v.len() as f64;
+        let want = v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / v.len() as f64;
+        assert!((mean[c] as f64 - m).abs() < 1e-3, "channel {c}: mean {} vs {m}", mean[c]);
+        assert!((var[c] as f64 - want).abs() < 1e-3 * want, "channel {c}: variance {} vs {want}", var[c]);
+    }
+}

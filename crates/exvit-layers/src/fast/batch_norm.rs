@@ -4,7 +4,7 @@
 //! burn's tensor ops compute it in six element-wise or reduction passes (sum, subtract,
 //! square, sum, multiply, add), each allocating a tensor the size of the activation, and the
 //! backward retraces all of them with broadcasts. BN follows every conv, on the largest tensors
-//! of the network. Here the forward is three reads and one write (mean, centred variance, output)
+//! of the network. Here the forward is two reads and one write (shifted sums, then the output)
 //! and the backward two reads of `x` and `dy` and one write, per channel in parallel.
 //!
 //! The reference is exvit's generic `BatchNorm2d::forward_train` (burn's tensor ops), which every
@@ -180,13 +180,15 @@ fn forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, eps: f64) -> (
         .into_par_iter()
         .map(|ch| {
             let plane = |b: usize| &xs[(b * c + ch) * hw..(b * c + ch + 1) * hw];
-            // Two passes: the mean, then the variance around it (no cancellation).
+            // One pass over data shifted by one of its own values (the shifted-data algorithm:
+            // Σ(x − K) and Σ(x − K)² with K a sample of the channel stay of the order of the
+            // spread, so var = E[(x−K)²] − E[x−K]² does not cancel catastrophically).
+            let shift = plane(0)[0];
             let mut t = [0f64; 2];
-            (0..n).for_each(|b| sums(plane(b), 0.0, &mut t));
-            let mean = (t[0] / count) as f32;
-            let mut t = [0f64; 2];
-            (0..n).for_each(|b| sums(plane(b), mean, &mut t));
-            let var = (t[1] / count).max(0.0);
+            (0..n).for_each(|b| sums(plane(b), shift, &mut t));
+            let (d, q) = (t[0] / count, t[1] / count);
+            let mean = (shift as f64 + d) as f32;
+            let var = (q - d * d).max(0.0);
             let inv_std = 1.0 / (var + eps).sqrt();
             let a = gs[ch] as f64 * inv_std;
             for b in 0..n {

@@ -500,3 +500,27 @@ fn batch_norm_train_statistics_survive_a_large_mean() {
         assert!((var[c] as f64 - want).abs() < 1e-3 * want, "channel {c}: variance {} vs {want}", var[c]);
     }
 }
+
+#[test]
+fn convolution_gradients_are_reproducible_bit_for_bit() {
+    // More images than threads, so that the dense conv's weight gradient is summed in parallel:
+    // the same inputs must give the same bits every time, whatever rayon's scheduling.
+    let (x0, w0) = (input([12, 8, 20, 20], 1.0, 950), input([16, 8, 3, 3], 0.5, 951));
+    let r = input([12, 16, 20, 20], 1.0, 952);
+    let grads = || {
+        let x = Tensor::<AD, 4>::from_inner(x0.clone()).require_grad();
+        let w = Tensor::<AD, 4>::from_inner(w0.clone()).require_grad();
+        let g = (conv2d_dense(x.clone(), w.clone(), None, 1, 1) * Tensor::from_inner(r.clone())).sum().backward();
+        (values(x.grad(&g).unwrap()), values(w.grad(&g).unwrap()))
+    };
+    let first = grads();
+    // Several at once, so that rayon's workers interleave the tasks differently each time.
+    std::thread::scope(|s| {
+        let runs: Vec<_> = (0..3).map(|_| s.spawn(|| (0..3).map(|_| grads()).collect::<Vec<_>>())).collect();
+        for run in runs {
+            for g in run.join().unwrap() {
+                assert!(g == first, "a gradient changed between identical runs");
+            }
+        }
+    });
+}

@@ -279,21 +279,24 @@ fn backward(
         }
     };
     let dw = if per_image_parallel(g.n) {
-        (0..g.n)
+        // Fixed chunks of images, each summed in order into its own partial dW, the partials
+        // then added in chunk order: the result does not depend on rayon's scheduling, so a
+        // training run is reproducible bit for bit.
+        let per = g.n.div_ceil(rayon::current_num_threads());
+        let partials: Vec<Vec<f32>> = (0..g.n.div_ceil(per))
             .into_par_iter()
-            .fold(
-                || (Vec::new(), Vec::new()),
-                |(mut col, mut dw), b| {
-                    image(b, &mut col, &mut dw, 1);
-                    (col, dw)
-                },
-            )
-            .map(|(_, dw)| dw)
-            .reduce(Vec::new, |a, b| match (a.is_empty(), b.is_empty()) {
-                (true, _) => b,
-                (_, true) => a,
-                _ => a.into_iter().zip(b).map(|(x, y)| x + y).collect(),
+            .map(|c| {
+                let (mut col, mut dw) = (Vec::new(), Vec::new());
+                (c * per..((c + 1) * per).min(g.n)).for_each(|b| image(b, &mut col, &mut dw, 1));
+                dw
             })
+            .collect();
+        let mut parts = partials.into_iter();
+        let mut dw = parts.next().unwrap_or_default();
+        for p in parts {
+            dw.iter_mut().zip(p).for_each(|(a, b)| *a += b);
+        }
+        dw
     } else {
         let (mut col, mut dw) = (Vec::new(), Vec::new());
         (0..g.n).for_each(|b| image(b, &mut col, &mut dw, rayon::current_num_threads()));

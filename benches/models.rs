@@ -10,7 +10,7 @@ use burn::backend::Autodiff;
 use burn::prelude::*;
 use burn::tensor::{Distribution, TensorData};
 use burn_flex::{Flex, FlexDevice};
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
+use criterion::{criterion_group, BenchmarkId, Criterion, SamplingMode, Throughput};
 use exvit_train::{adamw_pytorch, smoothed_cross_entropy, train_step};
 use exvit_zoo::create_model;
 
@@ -19,8 +19,6 @@ const MODELS: [&str; 3] = ["mobilevit_xxs", "mobilevit_s", "exmobilevit_928"];
 const SIZE: usize = 256;
 
 fn forward(c: &mut Criterion) {
-    // As the exvit binary does at start-up (docs/performance.md, step 2).
-    exvit_layers::memory::retain_freed_memory();
     let dev = FlexDevice;
     let mut g = c.benchmark_group("forward");
     g.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(10));
@@ -38,7 +36,6 @@ fn forward(c: &mut Criterion) {
 }
 
 fn train(c: &mut Criterion) {
-    exvit_layers::memory::retain_freed_memory();
     let dev = FlexDevice;
     let mut g = c.benchmark_group("train_step");
     // Flat sampling: 10 samples of one step each, rather than criterion's 1 + 2 + … + 10.
@@ -67,4 +64,11 @@ fn train(c: &mut Criterion) {
 }
 
 criterion_group!(benches, forward, train);
-criterion_main!(benches);
+
+/// `criterion_main!`, with the allocator set up once first, as the exvit binary does at start-up
+/// (docs/performance.md, step 2).
+fn main() {
+    exvit_layers::memory::retain_freed_memory();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

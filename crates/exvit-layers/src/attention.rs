@@ -4,11 +4,10 @@
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig};
 use burn::prelude::*;
-
-use crate::fast::silu;
 use serde::{Deserialize, Serialize};
 
 use crate::drop::DropPath;
+use crate::fast::silu;
 use crate::init::WeightInit;
 use crate::linear::{Linear, LinearConfig};
 use crate::norm::{LayerNorm, LayerNormConfig};

@@ -2,9 +2,13 @@
 //! backend, dtype or layout takes burn's generic path, which stays the reference the tests
 //! compare against (`tests/fast.rs`: values and finite-difference gradients).
 //!
-//! The layers stay generic over the backend: [`silu`] checks at run time whether `B` is
-//! `Flex` or `Autodiff<Flex>` (a `TypeId` comparison, resolved per call at no measurable cost)
-//! and moves the tensor primitive into the fused kernel; no backend trait bound changes.
+//! The layers stay generic over the backend: each op checks at run time whether `B` is `Flex`
+//! or `Autodiff<Flex>` (a `TypeId` comparison, resolved per call at no measurable cost) and
+//! moves the tensor primitive into the fused kernel; no backend trait bound changes. This file
+//! holds what the kernels share: that dispatch (`cast`, `back`, `wrap`; `conv_dispatch` and one
+//! autodiff op for the three convolutions), strided gemm (`matmul`), `multiversion!`, and the
+//! SiLU. The others: [`attention`], [`conv1x1`], [`conv2d_dense`], [`conv2d_depthwise`],
+//! [`batch_norm_train`].
 //!
 //! burn 0.21 computes `silu(x)` as `x * sigmoid(x)`: a scalar `expf` per element, two
 //! allocations forward, and three element-wise passes (mul, sigmoid, add) in the backward.
@@ -43,13 +47,11 @@ pub fn silu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     };
     let p = match cast::<B::FloatTensorPrimitive, FlexTensor>(p) {
         Ok(t) if is_f32(&t) => return wrap::<B, D, _>(silu_forward(t, true).expect("f32")),
-        Ok(t) => cast::<FlexTensor, B::FloatTensorPrimitive>(t).unwrap_or_else(|_| unreachable!()),
-        Err(p) => p,
+        r => back(r),
     };
     let p = match cast::<B::FloatTensorPrimitive, AdFlex>(p) {
         Ok(t) if is_f32(&t.primitive) => return wrap::<B, D, _>(silu_autodiff(t)),
-        Ok(t) => cast::<AdFlex, B::FloatTensorPrimitive>(t).unwrap_or_else(|_| unreachable!()),
-        Err(p) => p,
+        r => back(r),
     };
     burn::tensor::activation::silu(Tensor::from_primitive(TensorPrimitive::Float(p)))
 }
@@ -62,16 +64,17 @@ fn back<P: 'static, T: 'static>(r: Result<T, P>) -> P {
     }
 }
 
-/// Runs a convolution-like op on `x` `[N, I, H, W]`, `w` and an optional per-output-channel
-/// `bias`: on plain burn-flex f32 by `plain` (bias in the kernel), on `Autodiff<Flex>` f32 by the
-/// op's own autodiff `tracked` (bias added after it by burn, so that it has its gradient), and by
-/// `generic` (burn's ops) on every other backend or dtype.
+/// Runs a convolution on `x` `[N, I, H, W]`, `w` and an optional per-output-channel `bias`
+/// with the kernels `forward` and `backward` of geometry `geo`: on plain burn-flex f32 the
+/// forward with the bias in the kernel; on `Autodiff<Flex>` f32 their autodiff op (the bias added
+/// after it by burn, so that it has its gradient); `generic` (burn's ops) on every other backend
+/// or dtype.
 fn conv_dispatch<B: Backend>(
     x: Tensor<B, 4>,
     w: Tensor<B, 4>,
     bias: Option<Tensor<B, 1>>,
-    plain: impl FnOnce(&FlexTensor, &FlexTensor, Option<&[f32]>) -> FlexTensor,
-    tracked: impl FnOnce(AdFlex, AdFlex) -> AdFlex,
+    geo: Geo,
+    (forward, backward): (ConvForward, ConvBackward),
     generic: impl FnOnce(Tensor<B, 4>, Tensor<B, 4>, Option<Tensor<B, 1>>) -> Tensor<B, 4>,
 ) -> Tensor<B, 4> {
     let o = w.dims()[0];
@@ -87,18 +90,171 @@ fn conv_dispatch<B: Backend>(
                 _ => unreachable!("float"),
             });
             let bs = b.as_ref().map(|b| b.as_slice::<f32>().expect("f32 bias of an f32 conv"));
-            return wrap::<B, 4, _>(plain(&x, &w, bs));
+            return wrap::<B, 4, _>(forward(&x, &w, bs, &geo));
         }
         (x, w) => (back(x), back(w)),
     };
     let unwrap = |p| Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(p));
     let y = match (cast::<_, AdFlex>(px), cast::<_, AdFlex>(pw)) {
-        (Ok(x), Ok(w)) if is_f32(&x.primitive) && is_f32(&w.primitive) => wrap::<B, 4, _>(tracked(x, w)),
+        (Ok(x), Ok(w)) if is_f32(&x.primitive) && is_f32(&w.primitive) => {
+            wrap::<B, 4, _>(conv_autodiff(x, w, geo, forward, backward))
+        }
         (x, w) => return generic(unwrap(back(x)), unwrap(back(w)), bias),
     };
     match bias {
         Some(b) => y + b.reshape([1, o, 1, 1]),
         None => y,
+    }
+}
+
+/// A raw pointer that rayon tasks may share: each task writes a disjoint set of elements.
+#[derive(Clone, Copy)]
+struct Shared(*mut f32);
+// SAFETY: only used to write disjoint elements from different tasks (see each use).
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+impl Shared {
+    /// The pointer, offset (a method, so that closures capture the whole `Shared`).
+    fn at(self, offset: usize) -> *mut f32 {
+        // SAFETY: callers stay inside the allocation.
+        unsafe { self.0.add(offset) }
+    }
+}
+
+/// `dst[m×n] (+)= beta · lhs[m×k] · rhs[k×n]`, each matrix given by its pointer and its
+/// (column, row) strides in elements; single-threaded (the tasks are the parallelism).
+///
+/// # Safety
+/// Every pointer with its strides must address valid elements; `dst` must not alias the others.
+#[allow(clippy::too_many_arguments)]
+unsafe fn matmul(
+    mnk: (usize, usize, usize),
+    dst: *mut f32,
+    dst_s: (usize, usize),
+    accumulate: bool,
+    lhs: *const f32,
+    lhs_s: (usize, usize),
+    rhs: *const f32,
+    rhs_s: (usize, usize),
+    beta: f32,
+) {
+    matmul_threads(mnk, dst, dst_s, accumulate, lhs, lhs_s, rhs, rhs_s, beta, 1)
+}
+
+/// [`matmul`] on `threads` of rayon's pool (gemm splits the output; one thread: no pool).
+///
+/// # Safety
+/// As [`matmul`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn matmul_threads(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    (dst_cs, dst_rs): (usize, usize),
+    accumulate: bool,
+    lhs: *const f32,
+    (lhs_cs, lhs_rs): (usize, usize),
+    rhs: *const f32,
+    (rhs_cs, rhs_rs): (usize, usize),
+    beta: f32,
+    threads: usize,
+) {
+    let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        dst_cs as isize,
+        dst_rs as isize,
+        accumulate,
+        lhs,
+        lhs_cs as isize,
+        lhs_rs as isize,
+        rhs,
+        rhs_cs as isize,
+        rhs_rs as isize,
+        1.0,
+        beta,
+        false,
+        false,
+        false,
+        parallelism,
+    )
+}
+
+/// The geometry of one conv call.
+#[derive(Debug, Clone, Copy)]
+struct Geo {
+    n: usize,
+    i: usize,
+    h: usize,
+    w: usize,
+    o: usize,
+    k: usize,
+    s: usize,
+    p: usize,
+    ho: usize,
+    wo: usize,
+}
+
+impl Geo {
+    fn new([n, i, h, w]: [usize; 4], o: usize, k: usize, s: usize, p: usize) -> Option<Self> {
+        if s == 0 || h + 2 * p < k || w + 2 * p < k {
+            return None;
+        }
+        Some(Self { n, i, h, w, o, k, s, p, ho: (h + 2 * p - k) / s + 1, wo: (w + 2 * p - k) / s + 1 })
+    }
+    /// Rows of col: `I·k·k`.
+    fn rows(&self) -> usize {
+        self.i * self.k * self.k
+    }
+    /// Output pixels per image.
+    fn pixels(&self) -> usize {
+        self.ho * self.wo
+    }
+    /// The output columns `ox` whose input column `ox·s + kx − p` is inside the image.
+    fn cols(&self, kx: usize) -> (usize, usize) {
+        let lo = if kx >= self.p { 0 } else { (self.p - kx).div_ceil(self.s) };
+        let hi = if self.w + self.p > kx { ((self.w + self.p - kx - 1) / self.s + 1).min(self.wo) } else { 0 };
+        (lo.min(hi), hi)
+    }
+}
+
+/// A conv kernel's forward: `(x, w, bias, geometry) → y`.
+type ConvForward = fn(&FlexTensor, &FlexTensor, Option<&[f32]>, &Geo) -> FlexTensor;
+/// Its backward: `(x, w, dy, geometry, want dx, want dw) → (dx, dw)`.
+type ConvBackward =
+    fn(&FlexTensor, &FlexTensor, &FlexTensor, &Geo, bool, bool) -> (Option<FlexTensor>, Option<FlexTensor>);
+
+/// The autodiff op of a bias-free conv from its two kernels; the input, the weight and the
+/// geometry are the state, and only the gradients the graph needs are computed.
+fn conv_autodiff(x: AdFlex, w: AdFlex, geo: Geo, forward: ConvForward, backward: ConvBackward) -> AdFlex {
+    #[derive(Debug)]
+    struct ConvOp(ConvBackward);
+
+    impl Backward<Flex, 2> for ConvOp {
+        type State = (FlexTensor, FlexTensor, Geo);
+
+        fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let (x, w, geo) = ops.state;
+            let [px, pw] = ops.parents;
+            let dy = grads.consume::<Flex>(&ops.node);
+            let (dx, dw) = (self.0)(&x, &w, &dy, &geo, px.is_some(), pw.is_some());
+            if let (Some(node), Some(dx)) = (px, dx) {
+                grads.register::<Flex>(node.id, dx);
+            }
+            if let (Some(node), Some(dw)) = (pw, dw) {
+                grads.register::<Flex>(node.id, dw);
+            }
+        }
+    }
+
+    match ConvOp(backward).prepare::<NoCheckpointing>([x.node.clone(), w.node.clone()]).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => {
+            let y = forward(&x.primitive, &w.primitive, None, &geo);
+            prep.finish((x.primitive, w.primitive, geo), y)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(forward(&x.primitive, &w.primitive, None, &geo)),
     }
 }
 

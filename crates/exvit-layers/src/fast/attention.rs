@@ -22,10 +22,9 @@ use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use burn::tensor::TensorPrimitive;
 use burn_flex::{Flex, FlexTensor};
-use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
-use super::{cast, contiguous, exp_nonpositive, is_f32, wrap, AdFlex};
+use super::{back, cast, contiguous, exp_nonpositive, is_f32, matmul, wrap, AdFlex, Shared};
 
 /// Attention of `heads` heads over `qkv` `[B, N, 3C]` (the packed projection, q then k then v,
 /// each `[H, hd]` within its `C`), scale `hd^-0.5`, no dropout: `[B, N, C]`, before `proj`.
@@ -39,13 +38,11 @@ pub fn attention<B: Backend>(qkv: Tensor<B, 3>, heads: usize) -> Tensor<B, 3> {
     };
     let p = match cast::<B::FloatTensorPrimitive, FlexTensor>(p) {
         Ok(t) if is_f32(&t) => return wrap::<B, 3, _>(forward(&t, &geo, false).0),
-        Ok(t) => cast::<FlexTensor, B::FloatTensorPrimitive>(t).unwrap_or_else(|_| unreachable!()),
-        Err(p) => p,
+        r => back(r),
     };
     let p = match cast::<B::FloatTensorPrimitive, AdFlex>(p) {
         Ok(t) if is_f32(&t.primitive) => return wrap::<B, 3, _>(attention_autodiff(t, geo)),
-        Ok(t) => cast::<AdFlex, B::FloatTensorPrimitive>(t).unwrap_or_else(|_| unreachable!()),
-        Err(p) => p,
+        r => back(r),
     };
     attention_generic(Tensor::from_primitive(TensorPrimitive::Float(p)), heads, |a| a)
 }
@@ -94,60 +91,6 @@ impl Geometry {
         let (c, hd) = (c3 / 3, c3 / 3 / h);
         Some(Self { b, n, c, h, hd, scale: (hd as f64).powf(-0.5) as f32 })
     }
-}
-
-/// A raw pointer that rayon tasks may share: each task writes a disjoint set of elements.
-#[derive(Clone, Copy)]
-pub(super) struct Shared(pub(super) *mut f32);
-// SAFETY: only used to write disjoint elements from different tasks (see each use).
-unsafe impl Send for Shared {}
-unsafe impl Sync for Shared {}
-impl Shared {
-    /// The pointer, offset (a method, so that closures capture the whole `Shared`).
-    pub(super) fn at(self, offset: usize) -> *mut f32 {
-        // SAFETY: callers stay inside the allocation.
-        unsafe { self.0.add(offset) }
-    }
-}
-
-/// `dst[m×n] (+)= beta · lhs[m×k] · rhs[k×n]`, each matrix given by its pointer and its
-/// (column, row) strides in elements; single-threaded (the tasks are the parallelism).
-///
-/// # Safety
-/// Every pointer with its strides must address valid elements; `dst` must not alias the others.
-#[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn matmul(
-    (m, n, k): (usize, usize, usize),
-    dst: *mut f32,
-    (dst_cs, dst_rs): (usize, usize),
-    accumulate: bool,
-    lhs: *const f32,
-    (lhs_cs, lhs_rs): (usize, usize),
-    rhs: *const f32,
-    (rhs_cs, rhs_rs): (usize, usize),
-    beta: f32,
-) {
-    gemm(
-        m,
-        n,
-        k,
-        dst,
-        dst_cs as isize,
-        dst_rs as isize,
-        accumulate,
-        lhs,
-        lhs_cs as isize,
-        lhs_rs as isize,
-        rhs,
-        rhs_cs as isize,
-        rhs_rs as isize,
-        1.0,
-        beta,
-        false,
-        false,
-        false,
-        Parallelism::None,
-    )
 }
 
 /// The forward pass on a flex f32 `qkv`: the output `[B, N, C]` and, with `keep`, the attention

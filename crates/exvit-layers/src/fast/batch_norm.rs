@@ -20,8 +20,7 @@ use burn::tensor::TensorPrimitive;
 use burn_flex::{Flex, FlexTensor};
 use rayon::prelude::*;
 
-use super::attention::Shared;
-use super::{back, cast, contiguous, is_f32, wrap, AdFlex};
+use super::{back, cast, contiguous, is_f32, wrap, AdFlex, Shared};
 
 /// What the fused BN gives back: the output and the batch mean and biased variance per channel
 /// (without gradient, for the running statistics).

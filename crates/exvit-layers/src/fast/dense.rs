@@ -10,56 +10,13 @@
 //! The reference is burn's `conv2d`; `tests/fast.rs` compares values and gradients and checks
 //! them by finite differences.
 
-use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
-use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::prelude::*;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
-use burn_flex::{Flex, FlexTensor};
+use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::attention::{matmul, Shared};
-use super::{contiguous, conv_dispatch, AdFlex};
-
-/// The geometry of one conv call.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Geo {
-    pub(super) n: usize,
-    pub(super) i: usize,
-    pub(super) h: usize,
-    pub(super) w: usize,
-    pub(super) o: usize,
-    pub(super) k: usize,
-    pub(super) s: usize,
-    pub(super) p: usize,
-    pub(super) ho: usize,
-    pub(super) wo: usize,
-}
-
-impl Geo {
-    pub(super) fn new([n, i, h, w]: [usize; 4], o: usize, k: usize, s: usize, p: usize) -> Option<Self> {
-        if s == 0 || h + 2 * p < k || w + 2 * p < k {
-            return None;
-        }
-        Some(Self { n, i, h, w, o, k, s, p, ho: (h + 2 * p - k) / s + 1, wo: (w + 2 * p - k) / s + 1 })
-    }
-    /// Rows of col: `I·k·k`.
-    fn rows(&self) -> usize {
-        self.i * self.k * self.k
-    }
-    /// Output pixels per image.
-    pub(super) fn pixels(&self) -> usize {
-        self.ho * self.wo
-    }
-    /// The output columns `ox` whose input column `ox·s + kx − p` is inside the image.
-    pub(super) fn cols(&self, kx: usize) -> (usize, usize) {
-        let lo = if kx >= self.p { 0 } else { (self.p - kx).div_ceil(self.s) };
-        let hi = if self.w + self.p > kx { ((self.w + self.p - kx - 1) / self.s + 1).min(self.wo) } else { 0 };
-        (lo.min(hi), hi)
-    }
-}
+use super::{contiguous, conv_dispatch, matmul, matmul_threads, Geo, Shared};
 
 /// `conv2d(x, w, bias)` with one group, a square kernel, `stride` and `padding` on both axes,
 /// no dilation. Fused on burn-flex f32 (under autodiff too); burn's `conv2d` elsewhere.
@@ -76,7 +33,7 @@ pub fn conv2d_dense<B: Backend>(
     let Some(geo) = geo.filter(|g| kh == kw && wi == g.i) else {
         return generic(x, w, bias);
     };
-    conv_dispatch(x, w, bias, |x, w, b| forward(x, w, b, &geo), |x, w| autodiff(x, w, geo), generic)
+    conv_dispatch(x, w, bias, geo, (forward, backward), generic)
 }
 
 /// `col [I·k·k, (oy1 − oy0)·Wo]` of one image `x [I, H, W]`: the output rows `oy0..oy1`.
@@ -178,49 +135,6 @@ fn forward(x: &FlexTensor, w: &FlexTensor, bias: Option<&[f32]>, g: &Geo) -> Fle
     FlexTensor::from_data(TensorData::new(y, [g.n, o, g.ho, g.wo]))
 }
 
-/// gemm on one thread or on rayon's pool.
-///
-/// # Safety
-/// As [`matmul`].
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm_threads(
-    mnk: (usize, usize, usize),
-    dst: *mut f32,
-    dst_s: (usize, usize),
-    accumulate: bool,
-    lhs: *const f32,
-    lhs_s: (usize, usize),
-    rhs: *const f32,
-    rhs_s: (usize, usize),
-    threads: usize,
-) {
-    if threads <= 1 {
-        return matmul(mnk, dst, dst_s, accumulate, lhs, lhs_s, rhs, rhs_s, 1.0);
-    }
-    let (m, n, k) = mnk;
-    gemm::gemm(
-        m,
-        n,
-        k,
-        dst,
-        dst_s.0 as isize,
-        dst_s.1 as isize,
-        accumulate,
-        lhs,
-        lhs_s.0 as isize,
-        lhs_s.1 as isize,
-        rhs,
-        rhs_s.0 as isize,
-        rhs_s.1 as isize,
-        1.0,
-        1.0,
-        false,
-        false,
-        false,
-        gemm::Parallelism::Rayon(threads),
-    )
-}
-
 /// The gradients of `x` (when `want_x`) and of `w`.
 fn backward(
     x: &FlexTensor,
@@ -245,7 +159,7 @@ fn backward(
             dw.resize(o * rows, 0.0);
             // SAFETY: dY_b [O, P], colᵀ (col with swapped strides) and dw [O, rows] in bounds.
             unsafe {
-                gemm_threads(
+                matmul_threads(
                     (o, rows, pix),
                     dw.as_mut_ptr(),
                     (1, rows),
@@ -254,6 +168,7 @@ fn backward(
                     (1, pix),
                     col.as_ptr(),
                     (pix, 1),
+                    1.0,
                     threads,
                 )
             };
@@ -261,7 +176,7 @@ fn backward(
         if want_x {
             // SAFETY: Wᵀ (W with swapped strides), dY_b and col [rows, P] in bounds.
             unsafe {
-                gemm_threads(
+                matmul_threads(
                     (rows, pix, o),
                     col.as_mut_ptr(),
                     (1, pix),
@@ -270,6 +185,7 @@ fn backward(
                     (rows, 1),
                     dyb,
                     (1, pix),
+                    1.0,
                     threads,
                 )
             };
@@ -305,46 +221,4 @@ fn backward(
     let dx = want_x.then(|| FlexTensor::from_data(TensorData::new(dx, [g.n, g.i, g.h, g.w])));
     let dw = want_w.then(|| FlexTensor::from_data(TensorData::new(dw, [o, g.i, g.k, g.k])));
     (dx, dw)
-}
-
-/// A k×k conv kernel's forward: `(x, w, bias, geometry) → y`.
-pub(super) type ConvForward = fn(&FlexTensor, &FlexTensor, Option<&[f32]>, &Geo) -> FlexTensor;
-/// Its backward: `(x, w, dy, geometry, want dx, want dw) → (dx, dw)`.
-pub(super) type ConvBackward =
-    fn(&FlexTensor, &FlexTensor, &FlexTensor, &Geo, bool, bool) -> (Option<FlexTensor>, Option<FlexTensor>);
-
-fn autodiff(x: AdFlex, w: AdFlex, geo: Geo) -> AdFlex {
-    conv_autodiff(x, w, geo, forward, backward)
-}
-
-/// The autodiff op of a bias-free conv from its two kernels; the input, the weight and the
-/// geometry are the state, and only the gradients the graph needs are computed.
-pub(super) fn conv_autodiff(x: AdFlex, w: AdFlex, geo: Geo, forward: ConvForward, backward: ConvBackward) -> AdFlex {
-    #[derive(Debug)]
-    struct ConvOp(ConvBackward);
-
-    impl Backward<Flex, 2> for ConvOp {
-        type State = (FlexTensor, FlexTensor, Geo);
-
-        fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-            let (x, w, geo) = ops.state;
-            let [px, pw] = ops.parents;
-            let dy = grads.consume::<Flex>(&ops.node);
-            let (dx, dw) = (self.0)(&x, &w, &dy, &geo, px.is_some(), pw.is_some());
-            if let (Some(node), Some(dx)) = (px, dx) {
-                grads.register::<Flex>(node.id, dx);
-            }
-            if let (Some(node), Some(dw)) = (pw, dw) {
-                grads.register::<Flex>(node.id, dw);
-            }
-        }
-    }
-
-    match ConvOp(backward).prepare::<NoCheckpointing>([x.node.clone(), w.node.clone()]).compute_bound().stateful() {
-        OpsKind::Tracked(prep) => {
-            let y = forward(&x.primitive, &w.primitive, None, &geo);
-            prep.finish((x.primitive, w.primitive, geo), y)
-        }
-        OpsKind::UnTracked(prep) => prep.finish(forward(&x.primitive, &w.primitive, None, &geo)),
-    }
 }

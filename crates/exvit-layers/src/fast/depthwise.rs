@@ -12,9 +12,7 @@ use burn::tensor::ops::ConvOptions;
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::attention::Shared;
-use super::dense::{conv_autodiff, Geo};
-use super::{contiguous, conv_dispatch, AdFlex};
+use super::{contiguous, conv_dispatch, Geo, Shared};
 
 /// `conv2d(x, w, bias)` with `groups = C`, `w` `[C, 1, k, k]`, `stride` and `padding` on both
 /// axes. Fused on burn-flex f32 (under autodiff too); burn's `conv2d` elsewhere.
@@ -31,7 +29,7 @@ pub fn conv2d_depthwise<B: Backend>(
     let Some(geo) = geo.filter(|g| kh == kw && wi == 1 && g.i == c) else {
         return generic(x, w, bias);
     };
-    conv_dispatch(x, w, bias, |x, w, b| forward(x, w, b, &geo), |x, w| autodiff(x, w, geo), generic)
+    conv_dispatch(x, w, bias, geo, (forward, backward), generic)
 }
 
 multiversion! {
@@ -129,14 +127,16 @@ fn forward(x: &FlexTensor, w: &FlexTensor, bias: Option<&[f32]>, g: &Geo) -> Fle
     FlexTensor::from_data(TensorData::new(y, [g.n, c, g.ho, g.wo]))
 }
 
-/// The gradients of `x` (when `want_x`) and of `w`: one task per channel, over all images.
+/// The gradients of `x` (when `want_x`) and of `w` (when `want_w`): one task per channel, over
+/// all images.
 fn backward(
     x: &FlexTensor,
     w: &FlexTensor,
     dy: &FlexTensor,
     g: &Geo,
     want_x: bool,
-) -> (Option<FlexTensor>, FlexTensor) {
+    want_w: bool,
+) -> (Option<FlexTensor>, Option<FlexTensor>) {
     let (xc, wc, dc) = (contiguous(x), contiguous(w), contiguous(dy));
     let (xs, ws, ds) =
         (xc.as_slice::<f32>().expect("f32"), wc.as_slice::<f32>().expect("f32"), dc.as_slice::<f32>().expect("f32"));
@@ -148,10 +148,12 @@ fn backward(
         for b in 0..g.n {
             let t = b * c + ch;
             let (plane, grad) = (&xs[t * hw..(t + 1) * hw], &ds[t * pix..(t + 1) * pix]);
-            taps(g, |ky, kx, oy, iy, lo, hi, ix0| {
-                let row = &grad[oy * g.wo + lo..oy * g.wo + hi];
-                dwc[ky * k + kx] += dot_strided(row, &plane[iy * g.w + ix0..], g.s);
-            });
+            if want_w {
+                taps(g, |ky, kx, oy, iy, lo, hi, ix0| {
+                    let row = &grad[oy * g.wo + lo..oy * g.wo + hi];
+                    dwc[ky * k + kx] += dot_strided(row, &plane[iy * g.w + ix0..], g.s);
+                });
+            }
             if want_x {
                 // SAFETY: the plane (b, ch) of dx is written by this task only.
                 let dxc = unsafe { std::slice::from_raw_parts_mut(dxp.at(t * hw), hw) };
@@ -163,12 +165,5 @@ fn backward(
         }
     });
     let dx = want_x.then(|| FlexTensor::from_data(TensorData::new(dx, [g.n, c, g.h, g.w])));
-    (dx, FlexTensor::from_data(TensorData::new(dw, [c, 1, k, k])))
-}
-
-fn autodiff(x: AdFlex, w: AdFlex, geo: Geo) -> AdFlex {
-    conv_autodiff(x, w, geo, forward, |x, w, dy, g, want_x, _| {
-        let (dx, dw) = backward(x, w, dy, g, want_x);
-        (dx, Some(dw))
-    })
+    (dx, want_w.then(|| FlexTensor::from_data(TensorData::new(dw, [c, 1, k, k]))))
 }

@@ -11,18 +11,13 @@
 //! The reference is burn's `conv2d` (every other backend, and every other conv); `tests/fast.rs`
 //! compares values and gradients and checks them by finite differences.
 
-use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
-use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{binary, Backward, Ops, OpsKind};
 use burn::prelude::*;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
-use burn_flex::{Flex, FlexTensor};
+use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::attention::{matmul, Shared};
-use super::{contiguous, conv_dispatch, AdFlex};
+use super::{contiguous, conv_dispatch, matmul, Geo, Shared};
 
 /// Columns (pixels) per rayon task of the forward and the input gradient.
 const COLS: usize = 2048;
@@ -30,29 +25,19 @@ const COLS: usize = 2048;
 /// `conv2d(x, w, bias)` for a 1x1 kernel, stride 1, no padding, one group: `x` `[N, I, H, W]`,
 /// `w` `[O, I, 1, 1]`. Fused on burn-flex f32 (under autodiff too); burn's `conv2d` elsewhere.
 pub fn conv1x1<B: Backend>(x: Tensor<B, 4>, w: Tensor<B, 4>, bias: Option<Tensor<B, 1>>) -> Tensor<B, 4> {
-    let [_, i, _, _] = x.dims();
-    let [_, wi, kh, kw] = w.dims();
+    let [o, wi, kh, kw] = w.dims();
     let generic = |x, w, bias| conv2d(x, w, bias, ConvOptions::new([1, 1], [0, 0], [1, 1], 1));
-    if wi != i || kh != 1 || kw != 1 {
+    let Some(geo) = Geo::new(x.dims(), o, 1, 1, 0).filter(|g| wi == g.i && kh == 1 && kw == 1) else {
         return generic(x, w, bias);
-    }
-    conv_dispatch(x, w, bias, forward, autodiff, generic)
-}
-
-/// Sizes: batch, input and output channels, pixels per image.
-fn sizes(x: &FlexTensor, w: &FlexTensor) -> (usize, usize, usize, usize) {
-    let xs = x.layout().shape();
-    let ws = w.layout().shape();
-    (xs[0], xs[1], ws[0], xs[2] * xs[3])
+    };
+    conv_dispatch(x, w, bias, geo, (forward, backward), generic)
 }
 
 /// `Y = W · X (+ bias)` per image.
-fn forward(x: &FlexTensor, w: &FlexTensor, bias: Option<&[f32]>) -> FlexTensor {
-    let (n, i, o, hw) = sizes(x, w);
-    let [h, wd] = [x.layout().shape()[2], x.layout().shape()[3]];
+fn forward(x: &FlexTensor, w: &FlexTensor, bias: Option<&[f32]>, g: &Geo) -> FlexTensor {
+    let (n, i, o, hw) = (g.n, g.i, g.o, g.pixels());
     let (xc, wc) = (contiguous(x), contiguous(w));
     let (xs, ws) = (xc.as_slice::<f32>().expect("f32"), wc.as_slice::<f32>().expect("f32"));
-    let bs = bias;
     let mut y = vec![0f32; n * o * hw];
     let out = Shared(y.as_mut_ptr());
     let tiles = hw.div_ceil(COLS);
@@ -60,7 +45,7 @@ fn forward(x: &FlexTensor, w: &FlexTensor, bias: Option<&[f32]>) -> FlexTensor {
         let (b, c0) = (t / tiles, (t % tiles) * COLS);
         let cols = COLS.min(hw - c0);
         let dst = out.at(b * o * hw + c0);
-        if let Some(bs) = bs {
+        if let Some(bs) = bias {
             for (r, &v) in bs.iter().enumerate() {
                 // SAFETY: row r, columns c0..c0+cols of image b: this task's own elements.
                 unsafe { std::slice::from_raw_parts_mut(dst.add(r * hw), cols) }.fill(v);
@@ -73,7 +58,7 @@ fn forward(x: &FlexTensor, w: &FlexTensor, bias: Option<&[f32]>) -> FlexTensor {
                 (o, cols, i),
                 dst,
                 (1, hw),
-                bs.is_some(),
+                bias.is_some(),
                 ws.as_ptr(),
                 (1, i),
                 xs[b * i * hw + c0..].as_ptr(),
@@ -82,7 +67,7 @@ fn forward(x: &FlexTensor, w: &FlexTensor, bias: Option<&[f32]>) -> FlexTensor {
             )
         };
     });
-    FlexTensor::from_data(TensorData::new(y, [n, o, h, wd]))
+    FlexTensor::from_data(TensorData::new(y, [n, o, g.h, g.w]))
 }
 
 /// `dX_b = Wᵀ · dY_b` per image.
@@ -146,34 +131,14 @@ fn grad_weight(x: &FlexTensor, dy: &FlexTensor, o: usize) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(dw, [o, i, 1, 1]))
 }
 
-/// The autodiff op of the bias-free 1x1 conv; the input and the weight are the state.
-fn autodiff(x: AdFlex, w: AdFlex) -> AdFlex {
-    #[derive(Debug)]
-    struct Conv1x1Backward;
-
-    impl Backward<Flex, 2> for Conv1x1Backward {
-        type State = (FlexTensor, FlexTensor);
-
-        fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-            let (x, w) = ops.state;
-            let s = x.layout().shape();
-            let x_shape = [s[0], s[1], s[2], s[3]];
-            let o = w.layout().shape()[0];
-            binary::<Flex, _, _>(
-                ops.parents,
-                ops.node,
-                grads,
-                |dy| grad_input(x_shape, &w, &dy),
-                |dy| grad_weight(&x, &dy, o),
-            );
-        }
-    }
-
-    match Conv1x1Backward.prepare::<NoCheckpointing>([x.node.clone(), w.node.clone()]).compute_bound().stateful() {
-        OpsKind::Tracked(prep) => {
-            let y = forward(&x.primitive, &w.primitive, None);
-            prep.finish((x.primitive, w.primitive), y)
-        }
-        OpsKind::UnTracked(prep) => prep.finish(forward(&x.primitive, &w.primitive, None)),
-    }
+/// The gradients of `x` (when `want_x`) and of `w` (when `want_w`).
+fn backward(
+    x: &FlexTensor,
+    w: &FlexTensor,
+    dy: &FlexTensor,
+    g: &Geo,
+    want_x: bool,
+    want_w: bool,
+) -> (Option<FlexTensor>, Option<FlexTensor>) {
+    (want_x.then(|| grad_input([g.n, g.i, g.h, g.w], w, dy)), want_w.then(|| grad_weight(x, dy, g.o)))
 }

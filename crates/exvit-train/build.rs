@@ -22,5 +22,6 @@ fn main() {
     let dirty = git(&["--no-optional-locks", "-C", &dir, "status", "--porcelain", "--untracked-files=no"])
         .map(|s| !s.is_empty());
     println!("cargo:rustc-env=EXVIT_GIT_COMMIT={commit}");
-    println!("cargo:rustc-env=EXVIT_GIT_DIRTY={}", dirty.map_or("unknown", |d| if d { "true" } else { "false" }));
+    // As a JSON value, written into provenance.json as it is.
+    println!("cargo:rustc-env=EXVIT_GIT_DIRTY={}", dirty.map_or("null", |d| if d { "true" } else { "false" }));
 }

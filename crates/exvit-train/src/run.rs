@@ -638,18 +638,13 @@ fn write_provenance(cfg: &RunConfig, text: &str, out: &Path, secs: f64, pos: Pos
     // The commit the binary was built from (crates/exvit-train/build.rs), and whether its tree
     // had uncommitted changes: not the commit checked out when the run ends.
     let git = Some(env!("EXVIT_GIT_COMMIT")).filter(|c| !c.is_empty());
-    let dirty = match env!("EXVIT_GIT_DIRTY") {
-        "true" => "true",
-        "false" => "false",
-        _ => "null",
-    };
     let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|s| {
         s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
     });
     let prov = format!(
         "{{\n  \"git_commit\": {},\n  \"git_dirty\": {},\n  \"config_hash\": \"{:016x}\",\n  \"seed\": {},\n  \"exvit_version\": \"{}\",\n  \"burn_version\": \"0.21.0\",\n  \"cpu\": {},\n  \"threads\": {},\n  \"wall_seconds_this_process\": {:.3},\n  \"epoch\": {},\n  \"iteration\": {}\n}}\n",
         git.map_or("null".to_string(), |g| format!("\"{g}\"")),
-        dirty,
+        env!("EXVIT_GIT_DIRTY"),
         fnv1a(text),
         cfg.seed,
         env!("CARGO_PKG_VERSION"),

@@ -11,7 +11,7 @@ use burn::prelude::*;
 use burn::tensor::{Distribution, TensorData};
 use burn_flex::{Flex, FlexDevice};
 use criterion::{criterion_group, BenchmarkId, Criterion, SamplingMode, Throughput};
-use exvit_train::{adamw_pytorch, smoothed_cross_entropy, train_step};
+use exvit_train::{adamw_pytorch, smoothed_cross_entropy, train_step, Precision};
 use exvit_zoo::create_model;
 
 type AD = Autodiff<Flex>;
@@ -54,7 +54,8 @@ fn train(c: &mut Criterion) {
         g.throughput(Throughput::Elements(batch as u64));
         g.bench_function(BenchmarkId::new(name, "b16"), |b| {
             b.iter(|| {
-                let (m, loss) = train_step(model.take().unwrap(), &mut optim, &loss_fn, x.clone(), y.clone(), 1e-3);
+                let (m, loss) =
+                    train_step(model.take().unwrap(), &mut optim, &loss_fn, x.clone(), y.clone(), 1e-3, Precision::F32);
                 model = Some(m);
                 loss
             })

@@ -188,7 +188,11 @@ impl<B: Backend> Conv2d<B> {
     fn forward_folded(&self, x: Tensor<B, 4>, scale: Tensor<B, 1>, shift: Tensor<B, 1>) -> Tensor<B, 4> {
         or_panic(self.check(x.dims()));
         let o = self.out_channels;
-        let w = self.weight.val().mul(scale.clone().reshape([o, 1, 1, 1]));
+        let w = self.weight.val();
+        // The BN's f32 scale and shift join a half-precision (bf16 view) conv in its dtype.
+        let (scale, shift) =
+            if w.dtype() == scale.dtype() { (scale, shift) } else { (scale.cast(w.dtype()), shift.cast(w.dtype())) };
+        let w = w.mul(scale.clone().reshape([o, 1, 1, 1]));
         let b = match &self.bias {
             Some(b) => b.val().mul(scale).add(shift),
             None => shift,

@@ -25,6 +25,7 @@ pub mod linear;
 pub mod memory;
 pub mod mobilevit_block;
 pub mod norm;
+pub mod precision;
 mod shape;
 
 pub use attention::{Attention, AttentionConfig, Mlp, TransformerBlock, TransformerBlockConfig};

@@ -89,14 +89,20 @@ impl<B: Backend> BatchNorm2d<B> {
 
     /// Normalises `[N, C, H, W]`: with batch statistics (and a running-stat update) when the
     /// backend records gradients, with the running statistics otherwise.
+    ///
+    /// A half-precision input (a bf16 compute view) is normalised in the dtype of the
+    /// parameters (f32), as autocast runs BN, and returned in its own dtype.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         or_panic(check_channels(&|| self.describe(), x.dims(), self.num_features));
-        if B::ad_enabled(&x.device()) {
-            self.forward_train(x)
-        } else {
-            let (scale, shift) = self.folded();
-            affine_rows(x, scale, shift)
-        }
+        let params = self.weight.val().dtype();
+        crate::precision::promoted(x, params, |x| {
+            if B::ad_enabled(&x.device()) {
+                self.forward_train(x)
+            } else {
+                let (scale, shift) = self.folded();
+                affine_rows(x, scale, shift)
+            }
+        })
     }
 
     /// The eval-mode BN as `y = x·scale + shift`, per channel: `scale = γ/√(var+eps)`,
@@ -214,10 +220,15 @@ impl<B: Backend> TypedLayer for LayerNorm<B> {
 
 impl<B: Backend> LayerNorm<B> {
     /// Normalises the last dimension of `[.., dim]`.
+    /// A half-precision input is normalised in the parameters' dtype (f32), as autocast runs
+    /// LayerNorm, and returned in its own dtype.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         or_panic(check_last_dim(&|| format!("LayerNorm({})", self.dim), x.dims(), self.dim));
-        let (var, mean) = x.clone().var_mean_bias(D - 1);
-        let y = x.sub(mean).div(var.add_scalar(self.eps).sqrt());
-        y.mul(self.weight.val().unsqueeze()).add(self.bias.val().unsqueeze())
+        let weight = self.weight.val();
+        crate::precision::promoted(x, weight.dtype(), |x| {
+            let (var, mean) = x.clone().var_mean_bias(D - 1);
+            let y = x.sub(mean).div(var.add_scalar(self.eps).sqrt());
+            y.mul(weight.unsqueeze()).add(self.bias.val().unsqueeze())
+        })
     }
 }

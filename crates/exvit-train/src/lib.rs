@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod ema;
 pub mod fit;
 pub mod metrics;
+pub mod precision;
 pub mod run;
 pub mod schedule;
 pub mod trainer;
@@ -18,6 +19,7 @@ pub use checkpoint::{load_checkpoint, save_checkpoint, CheckpointError, Position
 pub use ema::Ema;
 pub use fit::{fit, FitError, FitPlan, Sampling};
 pub use metrics::{label_ranks, topk_correct};
+pub use precision::Precision;
 pub use schedule::CosineWarmup;
 pub use trainer::{
     batch_tensors, evaluate, evaluate_ranked, Classifier, EvalStats, StepStats, TrainConfig, TrainError, Trainer,
@@ -46,8 +48,9 @@ pub fn adamw_pytorch() -> AdamWConfig {
 /// The optimiser type for a model on backend `B`.
 pub type ModelOptimizer<B> = OptimizerAdaptor<AdamW, MobileVit<B>, B>;
 
-/// One training step: forward (train mode), smoothed cross entropy, backward, AdamW at `lr`.
-/// Returns the updated model and the loss.
+/// One training step: forward (train mode) in `precision` (bf16: a compute view of the f32
+/// model, see [`precision`]), smoothed cross entropy, backward, AdamW at `lr`. Returns the
+/// updated model and the loss.
 pub fn train_step<B: AutodiffBackend>(
     model: MobileVit<B>,
     optim: &mut ModelOptimizer<B>,
@@ -55,11 +58,14 @@ pub fn train_step<B: AutodiffBackend>(
     images: Tensor<B, 4>,
     labels: Tensor<B, 1, Int>,
     lr: f64,
+    precision: Precision,
 ) -> (MobileVit<B>, f32)
 where
     MobileVit<B>: AutodiffModule<B>,
 {
-    let loss = loss_fn.forward(model.forward(images), labels);
+    let view = precision::compute_view(&model, precision);
+    let logits = precision::loss_input(view.forward(precision::compute_input(images, precision)));
+    let loss = loss_fn.forward(logits, labels);
     let value: f32 = loss.clone().into_scalar().elem();
     let grads = GradientsParams::from_grads(loss.backward(), &model);
     (optim.step(lr, model, grads), value)

@@ -19,6 +19,7 @@ use thiserror::Error;
 use crate::adamw::{AdamW, AdamWConfig, GradBuffer};
 use crate::ema::Ema;
 use crate::metrics::label_ranks;
+use crate::precision::{compute_input, compute_view, loss_input, Precision};
 use crate::schedule::CosineWarmup;
 
 /// A model that maps images to class scores.
@@ -66,6 +67,9 @@ pub struct TrainConfig {
     pub label_smoothing: f64,
     /// EMA momentum (0.0005), or none.
     pub ema_momentum: Option<f64>,
+    /// The dtype the steps compute in (f32 unless set; bf16 keeps f32 master weights).
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 impl TrainConfig {
@@ -76,6 +80,7 @@ impl TrainConfig {
             adamw: AdamWConfig::default(),
             label_smoothing: 0.1,
             ema_momentum: Some(0.0005),
+            precision: Precision::F32,
         }
     }
 }
@@ -133,10 +138,14 @@ where
             .init(&device.unwrap_or_default());
         let mut sum = GradBuffer::new();
         let mut loss_sum = 0.0;
+        // Under bf16, a view computing in bf16 whose gradients land on the f32 master weights.
+        let precision = self.cfg.precision;
+        let view = compute_view(&self.model, precision);
         for (x, y) in micro {
             let n = x.dims()[0];
             let share = n as f64 / total as f64;
-            let loss = loss_fn.forward(self.model.logits(x.clone()), y.clone());
+            let logits = loss_input(view.logits(compute_input(x.clone(), precision)));
+            let loss = loss_fn.forward(logits, y.clone());
             loss_sum += loss.clone().into_scalar().elem::<f64>() * share;
             let grads = loss.mul_scalar(share).backward();
             for (key, g) in flat_grads(&self.model, &grads) {

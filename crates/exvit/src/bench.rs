@@ -8,7 +8,8 @@ use burn::backend::Autodiff;
 use burn::prelude::*;
 use burn::tensor::{Distribution, TensorData};
 use clap::{Args, ValueEnum};
-use exvit_train::{adamw_pytorch, smoothed_cross_entropy, train_step};
+use exvit_train::precision::{compute_input, compute_view};
+use exvit_train::{adamw_pytorch, smoothed_cross_entropy, train_step, Precision};
 use exvit_zoo::create_model;
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -42,6 +43,10 @@ pub struct BenchArgs {
     /// Device: `cpu`, or `cuda[:N]` in a build with the `cuda` feature.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Compute precision: `f32`, or `bf16` (CUDA only; f32 master weights, norms and softmax in
+    /// f32; docs/training.md).
+    #[arg(long, default_value = "f32")]
+    precision: Precision,
 }
 
 /// A memory figure of this process from /proc/self/status (`VmHWM:`, `VmRSS:`, …), in MiB
@@ -80,8 +85,8 @@ fn bench_on<B: Backend>(a: &BenchArgs, dev: &B::Device) -> Result<f64> {
     let sync = || B::sync(dev).map_err(|e| anyhow::anyhow!("synchronising the device: {e:?}"));
     Ok(match a.mode {
         Mode::Forward => {
-            let model = create_model::<B>(&a.model, 1000, dev)?;
-            let x = Tensor::<B, 4>::random(shape, Distribution::Default, dev);
+            let model = compute_view(&create_model::<B>(&a.model, 1000, dev)?, a.precision);
+            let x = compute_input(Tensor::<B, 4>::random(shape, Distribution::Default, dev), a.precision);
             time(a.warmup, a.iters, || {
                 let _: TensorData = model.forward(x.clone()).into_data();
             })
@@ -95,7 +100,8 @@ fn bench_on<B: Backend>(a: &BenchArgs, dev: &B::Device) -> Result<f64> {
             let y = Tensor::<Autodiff<B>, 1, Int>::from_data(TensorData::new(labels, [a.batch]), dev);
             let mut err = None;
             let t = time(a.warmup, a.iters, || {
-                let (m, _) = train_step(model.take().unwrap(), &mut optim, &loss_fn, x.clone(), y.clone(), 1e-3);
+                let (m, _) =
+                    train_step(model.take().unwrap(), &mut optim, &loss_fn, x.clone(), y.clone(), 1e-3, a.precision);
                 model = Some(m);
                 if let Err(e) = sync() {
                     err = Some(e);
@@ -112,12 +118,14 @@ fn bench_on<B: Backend>(a: &BenchArgs, dev: &B::Device) -> Result<f64> {
 pub fn run(a: BenchArgs) -> Result<()> {
     ensure!(a.iters >= 1 && a.batch >= 1, "--iters and --batch must be at least 1");
     let device = crate::common::parse_device(&a.device)?;
+    crate::common::check_precision(device, a.precision)?;
     let secs = crate::with_backend!(device, |B, dev| bench_on::<B>(&a, &dev))?;
     let json = serde_json::json!({
         "side": "exvit",
         "device": a.device,
         "model": a.model,
         "mode": format!("{:?}", a.mode).to_lowercase(),
+        "precision": a.precision.to_string(),
         "batch": a.batch,
         "size": a.size,
         "threads": rayon::current_num_threads(),

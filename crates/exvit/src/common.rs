@@ -62,6 +62,15 @@ fn cuda_device(s: &str, index: usize) -> Result<Device> {
     Ok(Device::Cuda(index))
 }
 
+/// Refuses a precision the device does not compute in: bf16 needs CUDA (burn-flex stores bf16
+/// but computes it through f32: slower, for nothing).
+pub fn check_precision(device: Device, precision: exvit_train::Precision) -> Result<()> {
+    if precision == exvit_train::Precision::Bf16 && device == Device::Cpu {
+        bail!("--precision bf16 needs --device cuda: the CPU backend (burn-flex) computes bf16 through f32, so it would be slower and no more useful than f32");
+    }
+    Ok(())
+}
+
 /// Runs `$body` with `$B` the backend of `$device` and `$dev` its burn device.
 #[macro_export]
 macro_rules! with_backend {

@@ -57,6 +57,10 @@ pub struct TrainArgs {
     /// Device: `cpu`, or `cuda[:N]` in a build with the `cuda` feature.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Compute precision (overrides the config's `recipe.precision`): `f32`, or `bf16` (CUDA
+    /// only; f32 master weights, optimiser state and EMA; docs/training.md).
+    #[arg(long)]
+    precision: Option<exvit_train::Precision>,
 }
 
 fn build_config(a: &TrainArgs) -> Result<RunConfig> {
@@ -121,6 +125,9 @@ fn build_config(a: &TrainArgs) -> Result<RunConfig> {
             cfg.seed = v;
         }
     }
+    if let Some(v) = a.precision {
+        cfg.recipe.precision = v;
+    }
     if let Some(v) = a.workers {
         cfg.workers = Some(v);
     }
@@ -136,6 +143,7 @@ fn build_config(a: &TrainArgs) -> Result<RunConfig> {
 pub fn train(a: TrainArgs) -> Result<()> {
     let device = crate::common::parse_device(&a.device)?;
     let cfg = build_config(&a)?;
+    crate::common::check_precision(device, cfg.recipe.precision)?;
     cfg.validate().context("checking the run config")?;
     let stop = Arc::new(AtomicBool::new(false));
     {

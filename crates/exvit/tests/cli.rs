@@ -210,3 +210,26 @@ fn device_flag_is_checked_before_any_work() {
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn bf16_is_refused_on_the_cpu_with_the_reason() {
+    for args in [
+        &["bench", "--precision", "bf16"][..],
+        &[
+            "train",
+            "--model",
+            "mobilevit_xxs",
+            "--data",
+            "/nonexistent",
+            "--out",
+            "/nonexistent/run",
+            "--precision",
+            "bf16",
+        ][..],
+    ] {
+        let (ok, _, stderr) = exvit(args);
+        assert!(!ok && stderr.contains("--precision bf16 needs --device cuda"), "{args:?}: {stderr}");
+    }
+    let (ok, _, stderr) = exvit(&["bench", "--precision", "f16"]);
+    assert!(!ok && stderr.contains("expected f32 or bf16"), "{stderr}");
+}

@@ -62,7 +62,10 @@ pub fn attention_generic<B: Backend>(
     let part = |i: usize| qkv.clone().narrow(0, i, 1).reshape([b, h, n, hd]);
     let (q, k, v) = (part(0), part(1), part(2));
     let scale = (hd as f64).powf(-0.5);
-    let attn = attn_drop(softmax(q.mul_scalar(scale).matmul(k.swap_dims(2, 3)), 3));
+    // The softmax in f32 when the scores are half precision (as autocast runs it).
+    let scores = q.mul_scalar(scale).matmul(k.swap_dims(2, 3));
+    let to = crate::precision::accumulation_dtype(scores.dtype());
+    let attn = attn_drop(crate::precision::promoted(scores, to, |s| softmax(s, 3)));
     attn.matmul(v).swap_dims(1, 2).reshape([b, n, c])
 }
 

@@ -169,5 +169,8 @@ where
         optim.iter().map(|(k, (m, v))| (k.clone(), Moments { m: to_tensor(m), v: to_tensor(v) })).collect();
     trainer.optim.step = num("exvit.optim_step")?;
     trainer.iteration = pos.iteration;
+    if let Some(f) = trainer.after_update {
+        trainer.model = f(trainer.model.clone());
+    }
     Ok((pos, meta))
 }

@@ -6,6 +6,8 @@
 
 pub mod adamw;
 pub mod checkpoint;
+#[cfg(feature = "ddp")]
+pub mod ddp;
 pub mod ema;
 pub mod fit;
 pub mod metrics;

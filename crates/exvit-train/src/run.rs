@@ -432,6 +432,24 @@ pub fn evaluate_on<B: Backend, M: crate::trainer::Classifier<B>>(
     }
 }
 
+/// The model a run starts from: initialised from the backend's generator seeded with the run's
+/// seed (so that a run is reproducible, and a resumed run's first process and an uninterrupted
+/// one agree), then the trunk from `init_from` when set.
+pub fn initial_model<B: Backend>(
+    cfg: &RunConfig,
+    classes: usize,
+    device: &B::Device,
+) -> Result<MobileVit<B>, RunError> {
+    let model_cfg =
+        resolve_model(&cfg.model, classes).map_err(|e| RunError::Config(format!("model `{}`: {e}", cfg.model)))?;
+    B::seed(device, cfg.seed);
+    let mut model: MobileVit<B> = model_cfg.init(device);
+    if let Some(w) = &cfg.init_from {
+        model = load_safetensors(model, w, LoadMode::FromBackbone).map_err(|e| RunError::Config(e.to_string()))?.0;
+    }
+    Ok(model)
+}
+
 /// Trains the run described by `cfg` (fresh, or resumed from its newest checkpoint when
 /// `resume`), until the end or until `stop` is set (Ctrl-C), when it checkpoints and returns.
 pub fn train_run<B: AutodiffBackend>(
@@ -439,22 +457,51 @@ pub fn train_run<B: AutodiffBackend>(
     resume: bool,
     stop: &AtomicBool,
     device: &B::Device,
+    progress: impl FnMut(Progress),
+) -> Result<RunSummary, RunError> {
+    let role = ReplicaRole::<B> { replica: Replica::default(), initial: None, after_update: None };
+    train_replica(cfg, resume, &|_| stop.load(Ordering::SeqCst), device, role, progress)
+}
+
+/// What one data-parallel replica of a run is (the plain run: replica 0 of 1).
+pub struct ReplicaRole<B: AutodiffBackend> {
+    /// Rank and world size: the replica reads its shard of each epoch; rank 0 alone evaluates
+    /// and writes the run's files.
+    pub replica: Replica,
+    /// The starting weights, on this replica's device (every replica must start from the
+    /// same ones); `None`: [`initial_model`] here.
+    pub initial: Option<MobileVit<B>>,
+    /// The trainer's [`Trainer::after_update`].
+    pub after_update: Option<fn(MobileVit<B>) -> MobileVit<B>>,
+}
+
+/// [`train_run`] as one replica of a data-parallel run. `stop(iteration)` is asked after each
+/// step and must give every replica the same answer for the same iteration (else the others
+/// wait for it in the next gradient all-reduce).
+pub fn train_replica<B: AutodiffBackend>(
+    cfg: &RunConfig,
+    resume: bool,
+    stop: &(dyn Fn(u64) -> bool + Sync),
+    device: &B::Device,
+    role: ReplicaRole<B>,
     mut progress: impl FnMut(Progress),
 ) -> Result<RunSummary, RunError> {
     let started = std::time::Instant::now();
     let (train, val) = cfg.validate()?;
     let classes = train.classes.len();
     let out = cfg.out.clone();
-    let model_cfg =
-        resolve_model(&cfg.model, classes).map_err(|e| RunError::Config(format!("model `{}`: {e}", cfg.model)))?;
-    // The initial weights come from the backend's generator: seed it, so that a run is
-    // reproducible (and a resumed run's first process and an uninterrupted one agree).
-    B::seed(device, cfg.seed);
-    let mut model: MobileVit<B> = model_cfg.init(device);
-    if let Some(w) = &cfg.init_from {
-        model = load_safetensors(model, w, LoadMode::FromBackbone).map_err(|e| RunError::Config(e.to_string()))?.0;
-    }
+    let replica = role.replica;
+    let writer = replica.rank == 0;
+    let val = if writer { val } else { None };
+    let model = match role.initial {
+        Some(m) => m,
+        None => initial_model(cfg, classes, device)?,
+    };
     let mut trainer = Trainer::new(model, cfg.recipe);
+    trainer.after_update = role.after_update;
+    if let Some(f) = trainer.after_update {
+        trainer.model = f(trainer.model.clone());
+    }
     let metrics_path = out.join("metrics.parquet");
     let (mut pos, mut rows) = (Position::default(), Vec::new());
     if resume {
@@ -472,7 +519,9 @@ pub fn train_run<B: AutodiffBackend>(
         tracing::info!(checkpoint = %newest.display(), epoch = pos.epoch, iteration = pos.iteration, "resuming");
     }
     let text = toml::to_string_pretty(cfg).map_err(|e| RunError::Config(e.to_string()))?;
-    atomic_write(&out.join("config.toml"), text.as_bytes())?;
+    if writer {
+        atomic_write(&out.join("config.toml"), text.as_bytes())?;
+    }
     let sampling = match &cfg.multi_scale {
         Some(ms) => Sampling::MultiScale(ms.clone()),
         None => Sampling::Fixed(Fixed::train(cfg.batch, cfg.size)),
@@ -488,14 +537,8 @@ pub fn train_run<B: AutodiffBackend>(
     if let Some(w) = cfg.workers {
         loader.workers = w;
     }
-    let plan = FitPlan {
-        sampling: sampling.clone(),
-        accum: cfg.accum,
-        epochs: cfg.epochs,
-        seed: cfg.seed,
-        replica: Replica::default(),
-        loader,
-    };
+    let plan =
+        FitPlan { sampling: sampling.clone(), accum: cfg.accum, epochs: cfg.epochs, seed: cfg.seed, replica, loader };
     let (eval_tf, eval_size) = eval_transform(cfg);
     let mut eval_lc = LoaderConfig::new(eval_tf, 0);
     if let Some(w) = cfg.workers {
@@ -508,6 +551,9 @@ pub fn train_run<B: AutodiffBackend>(
     let mut step_timer = std::time::Instant::now();
     let mut error: Option<RunError> = None;
     let save = |t: &Trainer<B, MobileVit<B>>, p: Position, rows: &[MetricRow]| -> Result<(), RunError> {
+        if !writer {
+            return Ok(());
+        }
         // Metrics first, then the checkpoint: the checkpoint is the commit point, so after a
         // crash the metrics always cover it (rows past it are dropped on resume).
         write_metrics(rows, &metrics_path)?;
@@ -525,8 +571,7 @@ pub fn train_run<B: AutodiffBackend>(
         Ok(())
     };
     while pos.epoch < cfg.epochs && !interrupted {
-        let steps_in_epoch =
-            sampling.steps(train.samples.len(), cfg.seed, pos.epoch, Replica::default(), cfg.accum).len() as u64;
+        let steps_in_epoch = sampling.steps(train.samples.len(), cfg.seed, pos.epoch, replica, cfg.accum).len() as u64;
         let epoch_plan = FitPlan { epochs: pos.epoch + 1, ..plan.clone() };
         let reached = fit(&mut trainer, &train, &epoch_plan, pos, device, |t, p, s| {
             let secs = step_timer.elapsed().as_secs_f64();
@@ -550,7 +595,7 @@ pub fn train_run<B: AutodiffBackend>(
                 lr: s.lr,
                 img_per_s: s.images as f64 / secs,
             });
-            let stop_now = stop.load(Ordering::SeqCst) || cfg.max_iterations.is_some_and(|m| p.iteration >= m);
+            let stop_now = stop(p.iteration) || cfg.max_iterations.is_some_and(|m| p.iteration >= m);
             let periodic = cfg.checkpoint_every.is_some_and(|k| k > 0 && p.iteration % k == 0);
             if (periodic || stop_now) && p.step_in_epoch < steps_in_epoch {
                 if let Err(e) = save(t, p, &rows) {
@@ -607,7 +652,9 @@ pub fn train_run<B: AutodiffBackend>(
         }
         save(&trainer, pos, &rows)?;
     }
-    write_provenance(cfg, &text, &out, started.elapsed().as_secs_f64(), pos)?;
+    if writer {
+        write_provenance(cfg, &text, &out, started.elapsed().as_secs_f64(), pos, replica.world)?;
+    }
     Ok(RunSummary { position: pos, interrupted, last_eval })
 }
 
@@ -634,7 +681,14 @@ fn fnv1a(text: &str) -> u64 {
     text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
 }
 
-fn write_provenance(cfg: &RunConfig, text: &str, out: &Path, secs: f64, pos: Position) -> Result<(), RunError> {
+fn write_provenance(
+    cfg: &RunConfig,
+    text: &str,
+    out: &Path,
+    secs: f64,
+    pos: Position,
+    replicas: usize,
+) -> Result<(), RunError> {
     // The commit the binary was built from (crates/exvit-train/build.rs), and whether its tree
     // had uncommitted changes: not the commit checked out when the run ends.
     let git = Some(env!("EXVIT_GIT_COMMIT")).filter(|c| !c.is_empty());
@@ -642,7 +696,7 @@ fn write_provenance(cfg: &RunConfig, text: &str, out: &Path, secs: f64, pos: Pos
         s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
     });
     let prov = format!(
-        "{{\n  \"git_commit\": {},\n  \"git_dirty\": {},\n  \"config_hash\": \"{:016x}\",\n  \"seed\": {},\n  \"exvit_version\": \"{}\",\n  \"burn_version\": \"0.21.0\",\n  \"cpu\": {},\n  \"threads\": {},\n  \"wall_seconds_this_process\": {:.3},\n  \"epoch\": {},\n  \"iteration\": {}\n}}\n",
+        "{{\n  \"git_commit\": {},\n  \"git_dirty\": {},\n  \"config_hash\": \"{:016x}\",\n  \"seed\": {},\n  \"exvit_version\": \"{}\",\n  \"burn_version\": \"0.21.0\",\n  \"cpu\": {},\n  \"threads\": {},\n  \"replicas\": {},\n  \"wall_seconds_this_process\": {:.3},\n  \"epoch\": {},\n  \"iteration\": {}\n}}\n",
         git.map_or("null".to_string(), |g| format!("\"{g}\"")),
         env!("EXVIT_GIT_DIRTY"),
         fnv1a(text),
@@ -650,6 +704,7 @@ fn write_provenance(cfg: &RunConfig, text: &str, out: &Path, secs: f64, pos: Pos
         env!("CARGO_PKG_VERSION"),
         cpu.map_or("null".to_string(), |c| format!("{c:?}")),
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        replicas,
         secs,
         pos.epoch,
         pos.iteration

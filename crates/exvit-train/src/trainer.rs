@@ -114,6 +114,9 @@ pub struct Trainer<B: AutodiffBackend, M: AutodiffModule<B> + Classifier<B>> {
     pub cfg: TrainConfig,
     /// Steps taken (the global iteration).
     pub iteration: u64,
+    /// Applied to the model after every optimiser step (which rebuilds the parameters): the
+    /// data-parallel replicas mark their new parameters for gradient all-reduce here.
+    pub after_update: Option<fn(M) -> M>,
 }
 
 impl<B: AutodiffBackend, M: AutodiffModule<B> + Classifier<B>> Trainer<B, M>
@@ -124,7 +127,7 @@ where
     pub fn new(model: M, cfg: TrainConfig) -> Self {
         let optim = AdamW::new::<B, M>(cfg.adamw, &model);
         let ema = cfg.ema_momentum.map(|m| Ema::new(&model, m));
-        Trainer { model, optim, ema, cfg, iteration: 0 }
+        Trainer { model, optim, ema, cfg, iteration: 0, after_update: None }
     }
 
     /// Forward and backward over the micro-batches, summing gradients weighted by each
@@ -176,6 +179,9 @@ where
         let resolution = micro[0].0.dims()[2];
         let lr = self.cfg.schedule.lr(iteration, epoch);
         self.model = self.optim.step::<B, M>(self.model.clone(), &grads, lr);
+        if let Some(f) = self.after_update {
+            self.model = f(self.model.clone());
+        }
         if let Some(ema) = &mut self.ema {
             ema.update(&self.model);
         }

@@ -80,7 +80,7 @@ fn time(warmup: usize, iters: usize, mut f: impl FnMut()) -> f64 {
 }
 
 /// Median seconds per iteration of `a`'s work on backend `B` (synchronised with the device).
-fn bench_on<B: Backend>(a: &BenchArgs, dev: &B::Device) -> Result<f64> {
+fn bench_on<B: crate::common::TrainBackend>(a: &BenchArgs, dev: &B::Device) -> Result<f64> {
     let shape = [a.batch, 3, a.size, a.size];
     let sync = || B::sync(dev).map_err(|e| anyhow::anyhow!("synchronising the device: {e:?}"));
     Ok(match a.mode {
@@ -119,7 +119,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     ensure!(a.iters >= 1 && a.batch >= 1, "--iters and --batch must be at least 1");
     let device = crate::common::parse_device(&a.device)?;
     crate::common::check_precision(device, a.precision)?;
-    let secs = crate::with_backend!(device, |B, dev| bench_on::<B>(&a, &dev))?;
+    let secs = crate::with_autodiff_backend!(device, |B, dev| bench_on::<B>(&a, &dev))?;
     let json = serde_json::json!({
         "side": "exvit",
         "device": a.device,

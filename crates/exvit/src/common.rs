@@ -91,6 +91,54 @@ macro_rules! with_backend {
     };
 }
 
+/// A backend whose `Autodiff<B>` trains: any backend, or in a `ddp` build one with a collective
+/// (burn's `distributed` feature asks `B: DistributedBackend` of `Autodiff<B>`).
+#[cfg(not(feature = "ddp"))]
+pub trait TrainBackend: burn::prelude::Backend {}
+#[cfg(not(feature = "ddp"))]
+impl<B: burn::prelude::Backend> TrainBackend for B {}
+/// A backend whose `Autodiff<B>` trains: any backend, or in a `ddp` build one with a collective
+/// (burn's `distributed` feature asks `B: DistributedBackend` of `Autodiff<B>`).
+#[cfg(feature = "ddp")]
+pub trait TrainBackend: burn::tensor::backend::distributed::DistributedBackend {}
+#[cfg(feature = "ddp")]
+impl<B: burn::tensor::backend::distributed::DistributedBackend> TrainBackend for B {}
+
+/// [`with_backend!`] for work that trains (runs `Autodiff<$B>`). A `ddp` build cannot train on
+/// the CPU (burn's distributed autodiff needs a backend with a collective, which burn-flex is
+/// not), so there the CPU arm returns that error from the enclosing function.
+#[cfg(not(feature = "ddp"))]
+#[macro_export]
+macro_rules! with_autodiff_backend {
+    ($device:expr, |$B:ident, $dev:ident| $body:expr) => {
+        $crate::with_backend!($device, |$B, $dev| $body)
+    };
+}
+
+/// [`with_backend!`] for work that trains (runs `Autodiff<$B>`). A `ddp` build cannot train on
+/// the CPU (burn's distributed autodiff needs a backend with a collective, which burn-flex is
+/// not), so there the CPU arm returns that error from the enclosing function.
+#[cfg(feature = "ddp")]
+#[macro_export]
+macro_rules! with_autodiff_backend {
+    ($device:expr, |$B:ident, $dev:ident| $body:expr) => {
+        match $device {
+            $crate::common::Device::Cpu => return Err($crate::common::ddp_cpu_error()),
+            $crate::common::Device::Cuda(i) => {
+                type $B = burn::backend::Cuda;
+                let $dev = burn::backend::cuda::CudaDevice { index: i };
+                $body
+            }
+        }
+    };
+}
+
+/// Why a `ddp` build refuses to train on the CPU.
+#[cfg(feature = "ddp")]
+pub fn ddp_cpu_error() -> anyhow::Error {
+    anyhow::anyhow!("this exvit was built with the `ddp` feature, which cannot train on the CPU (burn 0.21's distributed autodiff needs a GPU collective): use --device cuda, or a build without `ddp`")
+}
+
 /// Opens `data/split` when that folder exists, else `data` itself (a split folder, or a CIFAR
 /// binary folder whose split `split` is read).
 pub fn open_split(data: &Path, split: &str) -> Result<(PathBuf, Arc<Dataset>)> {

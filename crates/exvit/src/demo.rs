@@ -7,7 +7,6 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use burn::backend::Autodiff;
-use burn::prelude::Backend;
 use exvit_data::resize::Filter;
 use exvit_data::synthetic::{write_demo_dataset, DemoSpec, DEMO_CLASSES};
 use exvit_data::transform::{EvalTransform, Normalize};
@@ -167,7 +166,9 @@ pub fn demo(a: DemoArgs) -> Result<()> {
     let (_, train_ds) = open_split(&train_dir, "train")?;
     let (_, val_ds) = open_split(&val_dir, "val")?;
     let models: Vec<String> = a.models.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
-    crate::with_backend!(device, |B, dev| study::<B>(&a, &models, &train_dir, &val_dir, &train_ds, &val_ds, &dev))?;
+    crate::with_autodiff_backend!(device, |B, dev| study::<B>(
+        &a, &models, &train_dir, &val_dir, &train_ds, &val_ds, &dev
+    ))?;
 
     // 5. The report.
     let inputs = collect(std::slice::from_ref(&a.out))?;
@@ -194,7 +195,7 @@ pub fn demo(a: DemoArgs) -> Result<()> {
 
 /// Steps 1–4 of the demo on backend `B`: train, extract, probe, CKA (files under `a.out`).
 #[allow(clippy::too_many_arguments)]
-fn study<B: Backend>(
+fn study<B: crate::common::TrainBackend>(
     a: &DemoArgs,
     models: &[String],
     train_dir: &Path,

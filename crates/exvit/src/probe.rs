@@ -341,8 +341,9 @@ fn fit(a: FitArgs) -> Result<()> {
             r.seconds
         );
     };
-    let rows =
-        crate::with_backend!(device, |B, dev| probe_caches::<Autodiff<B>>(&train, &eval, &sets, &cfg, &dev, print))?;
+    let rows = crate::with_autodiff_backend!(device, |B, dev| probe_caches::<Autodiff<B>>(
+        &train, &eval, &sets, &cfg, &dev, print
+    ))?;
     write_probes(&a.out, &rows)?;
     println!("{} rows appended to {}", rows.len(), a.out.display());
     Ok(())
@@ -425,7 +426,9 @@ fn bench(a: ProbeBenchArgs) -> Result<()> {
     }
     let cfg = ProbeConfig { wds, max_iter: a.max_iter, ..Default::default() };
     let device = parse_device(&a.device)?;
-    let r = crate::with_backend!(device, |B, dev| run_probe::<Autodiff<B>>(xt, &yt, xe, &ye, a.classes, &cfg, &dev))?;
+    let r = crate::with_autodiff_backend!(device, |B, dev| run_probe::<Autodiff<B>>(
+        xt, &yt, xe, &ye, a.classes, &cfg, &dev
+    ))?;
     let threads = rayon::current_num_threads();
     println!(
         "{}",

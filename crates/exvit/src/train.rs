@@ -61,6 +61,11 @@ pub struct TrainArgs {
     /// only; f32 master weights, optimiser state and EMA; docs/training.md).
     #[arg(long)]
     precision: Option<exvit_train::Precision>,
+    /// Data parallel over these GPUs, e.g. `cuda:0,cuda:1,cuda:2,cuda:3`: one replica each, the
+    /// batch per replica (docs/distributed.md). Only in a build with the `ddp` feature.
+    #[cfg(feature = "ddp")]
+    #[arg(long, conflicts_with = "device")]
+    devices: Option<String>,
 }
 
 fn build_config(a: &TrainArgs) -> Result<RunConfig> {
@@ -166,14 +171,26 @@ pub fn train(a: TrainArgs) -> Result<()> {
         bar.set_prefix(format!("{}", p.epoch + 1));
         bar.set_message(format!("loss {:.4} lr {:.2e} {:.0} img/s", p.loss, p.lr, p.img_per_s));
     };
-    let summary = crate::with_backend!(device, |B, dev| train_run::<Autodiff<B>>(
-        &cfg,
-        a.resume.is_some(),
-        &stop,
-        &dev,
-        progress
-    ))
-    .with_context(|| format!("training run {}", cfg.out.display()))?;
+    #[cfg(feature = "ddp")]
+    let summary = match &a.devices {
+        Some(list) => {
+            let indices = parse_devices(list)?;
+            crate::common::check_precision(crate::common::Device::Cuda(indices[0]), cfg.recipe.precision)?;
+            let devices: Vec<_> = indices.iter().map(|&index| burn::backend::cuda::CudaDevice { index }).collect();
+            exvit_train::ddp::train_data_parallel::<burn::backend::Cuda>(
+                &cfg,
+                a.resume.is_some(),
+                stop.clone(),
+                &devices,
+                progress,
+            )
+            .map_err(anyhow::Error::from)
+        }
+        None => train_single(device, &cfg, a.resume.is_some(), &stop, progress),
+    };
+    #[cfg(not(feature = "ddp"))]
+    let summary = train_single(device, &cfg, a.resume.is_some(), &stop, progress);
+    let summary = summary.with_context(|| format!("training run {}", cfg.out.display()))?;
     bar.finish_and_clear();
     let p = summary.position;
     if summary.interrupted {
@@ -196,6 +213,32 @@ pub fn train(a: TrainArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// One device: the run on `device`.
+fn train_single(
+    device: crate::common::Device,
+    cfg: &RunConfig,
+    resume: bool,
+    stop: &AtomicBool,
+    progress: impl FnMut(exvit_train::run::Progress),
+) -> Result<exvit_train::run::RunSummary> {
+    Ok(crate::with_autodiff_backend!(device, |B, dev| train_run::<Autodiff<B>>(cfg, resume, stop, &dev, progress))?)
+}
+
+/// `cuda:0,cuda:1,...` → device indices, each checked (driver, device, NVRTC), no repeats.
+#[cfg(feature = "ddp")]
+fn parse_devices(list: &str) -> Result<Vec<usize>> {
+    let mut indices = Vec::new();
+    for item in list.split(',').map(str::trim) {
+        match crate::common::parse_device(item)? {
+            crate::common::Device::Cuda(i) if !indices.contains(&i) => indices.push(i),
+            crate::common::Device::Cuda(i) => anyhow::bail!("--devices {list}: cuda:{i} is listed twice"),
+            crate::common::Device::Cpu => anyhow::bail!("--devices {list}: data parallel runs on CUDA devices only"),
+        }
+    }
+    anyhow::ensure!(!indices.is_empty(), "--devices is empty");
+    Ok(indices)
 }
 
 #[derive(clap::Args, Debug)]

@@ -2,8 +2,9 @@
 # The prepared GPU check (docs/gpu.md). The device machine has the NVIDIA driver, nvcc 13,
 # PyTorch and timm, but no Rust and no network: build here, carry the binary, run there.
 #
-#   tools/device-check.sh build        # here: cargo build --release -p exvit --features cuda,
-#                                      #   stripped into dist/exvit (62 MiB: under the 64 MiB carry)
+#   tools/device-check.sh build        # here: cargo build --release -p exvit --features ddp
+#                                      #   (cuda + data parallel), stripped into dist/exvit (the
+#                                      #   run tool carries 64 MiB at most)
 #   tools/device-check.sh run          # there (OUT=results folder; the `run` tool's $OUT),
 #                                      #   carrying dist/exvit
 #   DEVICE=cpu SMALL=1 OUT=/tmp/dc tools/device-check.sh run
@@ -15,15 +16,17 @@
 #   1 parity   CPU against GPU: logits, pooled features and every stage, relative error <= 1e-2
 #   2 speed    mobilevit_s f32: train step (batch 128, 256x256) and forward (batch 256), exvit and
 #              PyTorch eager on the same GPU, RATIO lines
-#   3 bf16     PyTorch bf16 autocast figures (exvit has no bf16 path yet: said so), and
-#              exmobilevit_928 in f32 on both sides
+#   3 bf16     mobilevit_s in bf16: exvit --precision bf16 (f32 master weights) against PyTorch
+#              autocast; exmobilevit_928 in f32 on both sides
 #   4 probe    one linear probe on 1.28M x 640 synthetic features, 1000 classes
-#   5 compile  torch.compile's figures, if it compiles in time
+#   5 ddp      data parallel through NCCL on the one GPU (world 1): `train --devices cuda:0`
+#              against `train --device cuda:0` on the same generated data, weights compared
+#   6 compile  torch.compile's figures, if it compiles in time
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cmd=${1:-run}
 if [ "$cmd" = build ]; then
-    cd "$root" && cargo build --release -p exvit --features cuda --locked || exit 1
+    cd "$root" && cargo build --release -p exvit --features ddp --locked || exit 1
     target=${CARGO_TARGET_DIR:-$root/target}
     mkdir -p "$root/dist" && strip -o "$root/dist/exvit" "$target/release/exvit" || exit 1
     ls -la "$target/release/exvit" "$root/dist/exvit"
@@ -69,11 +72,11 @@ ratio() { # name exvit_json pytorch_json
         log "RATIO $1 missing (exvit: ${e:-none}, pytorch: ${p:-none})"
     fi
 }
-bench_pair() { # label model mode batch [python flags...]
-    local label=$1 model=$2 mode=$3 batch=$4; shift 4
+bench_pair() { # label model mode batch precision [python flags...]
+    local label=$1 model=$2 mode=$3 batch=$4 precision=$5; shift 5
     local e p
     e=$(timeout 150 "$EXVIT" bench --device "$DEVICE" --model "$model" --mode "$mode" --batch "$batch" \
-        --size "$SIZE" --warmup 2 --iters "$ITERS" 2>>"$R")
+        --size "$SIZE" --warmup 2 --iters "$ITERS" --precision "$precision" 2>>"$R")
     log "exvit   $e"
     p=$(timeout 150 "$PY" "$root/benches/vs_pytorch.py" --device "$torch_dev" --model "$model" --mode "$mode" \
         --batch "$batch" --size "$SIZE" --warmup 3 --iters "$ITERS" --threads "$(nproc)" "$@" 2>>"$R")
@@ -113,19 +116,56 @@ for m in mobilevit_xxs mobilevit_s exmobilevit_928; do
 done
 
 section "2 speed, f32: mobilevit_s"
-bench_pair "mobilevit_s train_b$TRAIN_B f32" mobilevit_s train "$TRAIN_B"
-bench_pair "mobilevit_s forward_b$FWD_B f32" mobilevit_s forward "$FWD_B"
+bench_pair "mobilevit_s train_b$TRAIN_B f32" mobilevit_s train "$TRAIN_B" f32
+bench_pair "mobilevit_s forward_b$FWD_B f32" mobilevit_s forward "$FWD_B" f32
 
-section "3 bf16 and exmobilevit_928"
-log "exvit bf16: not offered yet (exvit computes in f32; docs/gpu.md)"
-torch_only "bf16" --bf16
-bench_pair "exmobilevit_928 train_b$TRAIN_B f32" exmobilevit_928 train "$TRAIN_B"
-bench_pair "exmobilevit_928 forward_b$FWD_B f32" exmobilevit_928 forward "$FWD_B"
+section "3 bf16 (exvit --precision bf16 against PyTorch autocast) and exmobilevit_928"
+bench_pair "mobilevit_s train_b$TRAIN_B bf16" mobilevit_s train "$TRAIN_B" bf16 --bf16
+bench_pair "mobilevit_s forward_b$FWD_B bf16" mobilevit_s forward "$FWD_B" bf16 --bf16
+bench_pair "exmobilevit_928 train_b$TRAIN_B f32" exmobilevit_928 train "$TRAIN_B" f32
+bench_pair "exmobilevit_928 forward_b$FWD_B f32" exmobilevit_928 forward "$FWD_B" f32
 
 section "4 linear probe: $PROBE_N x 640, 1000 classes"
 run_timed 240 "$EXVIT" probe bench --device "$DEVICE" --n "$PROBE_N" --n-eval 10000 --dim 640 --classes 1000 --max-iter 100
 
-section "5 torch.compile"
+section "5 data parallel (NCCL) on one GPU: --devices ${DEVICE}:0 against --device ${DEVICE}:0"
+# World 1: the all-reduce (mean over one replica) must leave the gradients as they are, so the
+# two runs end with the same weights up to the GPU's own run-to-run differences.
+ddp_data="$OUT/ddp-data"
+"$PY" - "$ddp_data" <<'PY' >>"$R" 2>&1
+import os, sys
+from PIL import Image
+import numpy as np
+root = sys.argv[1]
+rng = np.random.default_rng(0)
+for c in range(4):
+    os.makedirs(f"{root}/c{c}", exist_ok=True)
+    for i in range(16):
+        a = rng.integers(0, 64, (72, 72, 3), dtype=np.uint8)
+        a[..., c % 3] += 150
+        Image.fromarray(a).save(f"{root}/c{c}/{i}.png")
+print("generated", root)
+PY
+train_args=(train --model mobilevit_xxs --data "$ddp_data" --epochs 1 --size 64 --batch 8 --seed 1 --workers 2
+            --max-iterations 6)
+if [ "$DEVICE" = cpu ]; then
+    # The script's own test on the CPU: the single-device run only (data parallel needs CUDA).
+    run_timed 150 "$EXVIT" "${train_args[@]}" --out "$OUT/ddp-single" --device cpu && log "ddp: skipped on the CPU"
+else
+run_timed 150 "$EXVIT" "${train_args[@]}" --out "$OUT/ddp-single" --device "$DEVICE:0" \
+  && run_timed 150 "$EXVIT" "${train_args[@]}" --out "$OUT/ddp-world1" --devices "$DEVICE:0" \
+  && "$PY" - "$OUT/ddp-single/model.safetensors" "$OUT/ddp-world1/model.safetensors" <<'PY' 2>&1 | tee -a "$R"
+import sys
+from safetensors.numpy import load_file
+a, b = load_file(sys.argv[1]), load_file(sys.argv[2])
+assert a.keys() == b.keys(), "different keys"
+worst = max((abs(a[k].astype("f8") - b[k].astype("f8")).max(), k) for k in a if a[k].size)
+scale = max(abs(a[k].astype("f8")).max() for k in a if a[k].size)
+print(f"DDP world 1 vs single device after 6 steps: max |dw| {worst[0]:.3e} ({worst[1]}), max |w| {scale:.3e}")
+PY
+fi
+
+section "6 torch.compile"
 torch_only "compile" --compile
 log ""
 log "# done $(date -u +%T)"

@@ -3,10 +3,11 @@
 # PyTorch and timm, but no Rust and no network: build here, carry the binary, run there.
 #
 #   tools/device-check.sh build        # here: cargo build --release -p exvit --features ddp
-#                                      #   (cuda + data parallel), stripped into dist/exvit (the
-#                                      #   run tool carries 64 MiB at most)
+#                                      #   (cuda + data parallel), stripped into dist/exvit and
+#                                      #   xz-compressed into dist/exvit.xz (61 MiB -> 11 MiB: the
+#                                      #   run tool carries 64 MiB at most, working tree included)
 #   tools/device-check.sh run          # there (OUT=results folder; the `run` tool's $OUT),
-#                                      #   carrying dist/exvit
+#                                      #   carrying dist/exvit.xz (unpacked with Python's lzma)
 #   DEVICE=cpu SMALL=1 OUT=/tmp/dc tools/device-check.sh run
 #                                      # here: the same sections on the CPU at toy sizes, to test
 #                                      #   the script itself
@@ -29,7 +30,8 @@ if [ "$cmd" = build ]; then
     cd "$root" && cargo build --release -p exvit --features ddp --locked || exit 1
     target=${CARGO_TARGET_DIR:-$root/target}
     mkdir -p "$root/dist" && strip -o "$root/dist/exvit" "$target/release/exvit" || exit 1
-    ls -la "$target/release/exvit" "$root/dist/exvit"
+    xz -T0 -6 -c "$root/dist/exvit" > "$root/dist/exvit.xz.tmp" && mv "$root/dist/exvit.xz.tmp" "$root/dist/exvit.xz" || exit 1
+    ls -la "$target/release/exvit" "$root/dist/exvit" "$root/dist/exvit.xz"
     exit 0
 fi
 [ "$cmd" = run ] || { echo "usage: $0 build|run" >&2; exit 2; }
@@ -38,9 +40,15 @@ OUT=${OUT:?set OUT to the results folder}
 mkdir -p "$OUT"
 DEVICE=${DEVICE:-cuda}
 SMALL=${SMALL:-0}
+PY=${PYTHON:-python3}
+if [ -z "${EXVIT:-}" ] && [ ! -x "$root/dist/exvit" ] && [ -f "$root/dist/exvit.xz" ]; then
+    # The carried, compressed binary: unpacked with Python (the device may lack xz).
+    EXVIT="$OUT/.exvit-bin"
+    "$PY" -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
+        "$root/dist/exvit.xz" "$EXVIT" && chmod +x "$EXVIT"
+fi
 EXVIT=${EXVIT:-$root/dist/exvit}
 [ -x "$EXVIT" ] || EXVIT=$root/target/release/exvit
-PY=${PYTHON:-python3}
 R="$OUT/results.txt"
 export CUBECL_AUTOTUNE_LEVEL=${CUBECL_AUTOTUNE_LEVEL:-minimal}
 export RUST_BACKTRACE=0 EXVIT_LOG=${EXVIT_LOG:-warn}

@@ -79,47 +79,49 @@ fn time(warmup: usize, iters: usize, mut f: impl FnMut()) -> f64 {
     t[t.len() / 2]
 }
 
-/// Median seconds per iteration of `a`'s work on backend `B` (synchronised with the device).
-fn bench_on<B: crate::common::TrainBackend>(a: &BenchArgs, dev: &B::Device) -> Result<f64> {
+/// Median seconds of an eval-mode forward pass on backend `B` (reading the logits back
+/// synchronises with the device).
+fn bench_forward<B: Backend>(a: &BenchArgs, dev: &B::Device) -> Result<f64> {
+    let shape = [a.batch, 3, a.size, a.size];
+    let model = compute_view(&create_model::<B>(&a.model, 1000, dev)?, a.precision);
+    let x = compute_input(Tensor::<B, 4>::random(shape, Distribution::Default, dev), a.precision);
+    Ok(time(a.warmup, a.iters, || {
+        let _: TensorData = model.forward(x.clone()).into_data();
+    }))
+}
+
+/// Median seconds of a training step on `Autodiff<B>`, synchronised with the device.
+fn bench_train<B: crate::common::TrainBackend>(a: &BenchArgs, dev: &B::Device) -> Result<f64> {
     let shape = [a.batch, 3, a.size, a.size];
     let sync = || B::sync(dev).map_err(|e| anyhow::anyhow!("synchronising the device: {e:?}"));
-    Ok(match a.mode {
-        Mode::Forward => {
-            let model = compute_view(&create_model::<B>(&a.model, 1000, dev)?, a.precision);
-            let x = compute_input(Tensor::<B, 4>::random(shape, Distribution::Default, dev), a.precision);
-            time(a.warmup, a.iters, || {
-                let _: TensorData = model.forward(x.clone()).into_data();
-            })
+    let mut model = Some(create_model::<Autodiff<B>>(&a.model, 1000, dev)?);
+    let mut optim = adamw_pytorch().init();
+    let loss_fn = smoothed_cross_entropy::<Autodiff<B>>(dev);
+    let x = Tensor::<Autodiff<B>, 4>::random(shape, Distribution::Default, dev);
+    let labels: Vec<i64> = (0..a.batch as i64).map(|i| (7 * i + 3) % 1000).collect();
+    let y = Tensor::<Autodiff<B>, 1, Int>::from_data(TensorData::new(labels, [a.batch]), dev);
+    let mut err = None;
+    let t = time(a.warmup, a.iters, || {
+        let (m, _) = train_step(model.take().unwrap(), &mut optim, &loss_fn, x.clone(), y.clone(), 1e-3, a.precision);
+        model = Some(m);
+        if let Err(e) = sync() {
+            err = Some(e);
         }
-        Mode::Train => {
-            let mut model = Some(create_model::<Autodiff<B>>(&a.model, 1000, dev)?);
-            let mut optim = adamw_pytorch().init();
-            let loss_fn = smoothed_cross_entropy::<Autodiff<B>>(dev);
-            let x = Tensor::<Autodiff<B>, 4>::random(shape, Distribution::Default, dev);
-            let labels: Vec<i64> = (0..a.batch as i64).map(|i| (7 * i + 3) % 1000).collect();
-            let y = Tensor::<Autodiff<B>, 1, Int>::from_data(TensorData::new(labels, [a.batch]), dev);
-            let mut err = None;
-            let t = time(a.warmup, a.iters, || {
-                let (m, _) =
-                    train_step(model.take().unwrap(), &mut optim, &loss_fn, x.clone(), y.clone(), 1e-3, a.precision);
-                model = Some(m);
-                if let Err(e) = sync() {
-                    err = Some(e);
-                }
-            });
-            if let Some(e) = err {
-                return Err(e);
-            }
-            t
-        }
-    })
+    });
+    match err {
+        Some(e) => Err(e),
+        None => Ok(t),
+    }
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
     ensure!(a.iters >= 1 && a.batch >= 1, "--iters and --batch must be at least 1");
     let device = crate::common::parse_device(&a.device)?;
     crate::common::check_precision(device, a.precision)?;
-    let secs = crate::with_autodiff_backend!(device, |B, dev| bench_on::<B>(&a, &dev))?;
+    let secs = match a.mode {
+        Mode::Forward => crate::with_backend!(device, |B, dev| bench_forward::<B>(&a, &dev))?,
+        Mode::Train => crate::with_autodiff_backend!(device, |B, dev| bench_train::<B>(&a, &dev))?,
+    };
     let json = serde_json::json!({
         "side": "exvit",
         "device": a.device,

@@ -1,7 +1,9 @@
 //! One replica of a data-parallel run (`train_replica`), on the CPU without a collective: each
 //! replica trains on its shard of every epoch (half the steps of one device for two replicas),
 //! its parameters pass through the `after_update` hook after every optimiser step (where DDP
-//! marks them for all-reduce), and only rank 0 writes the run's files.
+//! marks them for all-reduce), and only rank 0 writes the run's files. And a whole run in bf16
+//! (`recipe.precision`; the CLI allows it on CUDA only, the library anywhere): recorded in its
+//! config, f32 weights on disk, resumable.
 
 #[allow(dead_code)]
 mod common;
@@ -91,5 +93,34 @@ fn replicas_train_their_shard_and_only_rank_0_writes() {
     assert!(rows.iter().all(|r| r.kind != "train" || r.batch == 4));
     let prov = std::fs::read_to_string(out0.join("provenance.json")).unwrap();
     assert!(prov.contains("\"replicas\": 2"), "{prov}");
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn a_bf16_run_records_its_precision_saves_f32_weights_and_resumes() {
+    let data = common::tinted_dataset("bf16-run", 4);
+    let root = data.parent().unwrap().to_path_buf();
+    let out = root.join("run");
+    let mut cfg = config(data.clone(), out.clone());
+    cfg.recipe.precision = exvit_train::Precision::Bf16;
+    cfg.max_iterations = Some(2);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let s = exvit_train::run::train_run::<AD>(&cfg, false, &stop, &FlexDevice, |_| {}).unwrap();
+    assert_eq!(s.position.iteration, 2);
+    let written = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    assert!(written.contains("precision = \"bf16\""), "{written}");
+    // The run's files hold the f32 master weights.
+    let bytes = std::fs::read(out.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert!(st
+        .tensors()
+        .iter()
+        .all(|(k, t)| t.dtype() == safetensors::Dtype::F32 || k.ends_with("num_batches_tracked")));
+    // Resumed from its checkpoint (the config read back), it continues to the end of the epoch.
+    cfg = RunConfig::from_toml_file(&out.join("config.toml")).unwrap();
+    cfg.max_iterations = None;
+    assert_eq!(cfg.recipe.precision, exvit_train::Precision::Bf16);
+    let s = exvit_train::run::train_run::<AD>(&cfg, true, &stop, &FlexDevice, |_| {}).unwrap();
+    assert_eq!(s.position.iteration, 3, "12 images in batches of 4");
     let _ = std::fs::remove_dir_all(&root);
 }

@@ -190,3 +190,22 @@ fn a_bf16_eval_view_folds_the_f32_batch_norm_into_bf16_convs() {
     let d = rel(&flat(z16.reshape([-1])), &z32);
     assert!(d > 1e-4 && d < 5e-2, "eval logits: relative difference {d:.2e}");
 }
+
+#[test]
+fn a_bf16_step_runs_with_stochastic_depth_and_dropout() {
+    // Their random masks are drawn in the device's default dtype (f32) and must join the bf16
+    // branch in its own (burn-flex panics on mixed dtypes).
+    let mut cfg = tiny_mobilevit();
+    cfg.drop_path_rate = 0.2;
+    cfg.drop_rate = 0.2;
+    let model: MobileVit<AD> = cfg.init(&DEV);
+    let (x, y) = batch(3);
+    let y = y.clamp(0, 2);
+    let view = compute_view(&model, Precision::Bf16);
+    let logits = loss_input(view.logits(x.cast(FloatDType::BF16)));
+    let loss = exvit_train::smoothed_cross_entropy::<AD>(&DEV).forward(logits, y);
+    let value: f32 = loss.clone().into_scalar().elem();
+    assert!(value.is_finite());
+    let grads = loss.backward();
+    assert!(exvit_zoo::flat_grads(&model, &grads).iter().all(|(_, g)| g.dtype() == DType::F32));
+}

@@ -9,9 +9,9 @@
 //! replicas stay identical, as under PyTorch DDP. Each replica reads its shard of every epoch
 //! (`Replica { rank, world }`, padded like `DistributedSampler`), so the global batch is
 //! `world x batch`. BatchNorm normalises with each replica's own batch (no SyncBN, as cvnets
-//! trains MobileViT); rank 0's running statistics and EMA are the ones saved. Rank 0 alone
-//! evaluates and writes the run's files. A stop (Ctrl-C, `max_iterations`) is decided once per
-//! iteration for all replicas. See docs/distributed.md.
+//! trains MobileViT); rank 0's running statistics are the ones saved, and only rank 0 keeps an
+//! EMA. Rank 0 alone evaluates and writes the run's files. A stop (Ctrl-C, `max_iterations`)
+//! is decided once per iteration for all replicas. See docs/distributed.md.
 //!
 //! burn 0.21's `distributed` feature makes `Autodiff<B>` an autodiff backend only for backends
 //! with a collective (`B: DistributedBackend`); burn-flex has none, so a `ddp` build cannot

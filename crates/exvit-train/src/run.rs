@@ -498,6 +498,10 @@ pub fn train_replica<B: AutodiffBackend>(
         None => initial_model(cfg, classes, device)?,
     };
     let mut trainer = Trainer::new(model, cfg.recipe);
+    if !writer {
+        // Only rank 0's EMA is evaluated and saved.
+        trainer.ema = None;
+    }
     trainer.after_update = role.after_update;
     if let Some(f) = trainer.after_update {
         trainer.model = f(trainer.model.clone());

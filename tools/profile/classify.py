@@ -3,7 +3,8 @@
 Each sample gets two labels:
 - the operation (from any frame of its call stack, first rule that matches in OPS order):
   which layer or backward step the time belongs to;
-- the work (from the leaf frame, first rule in WORK order): GEMM micro-kernels, exp (SiLU,
+- the work (from the leaf frame, first rule in WORK order): GEMM micro-kernels, exvit's
+  fused kernel loops (exvit_layers::fast), exp (SiLU,
   softmax), strided copies (flex materialising a permuted or broadcast view), memcpy/memset,
   kernel time (page faults from fresh allocations), allocator, direct conv loops, SIMD
   elementwise kernels, other.
@@ -15,7 +16,20 @@ import sys
 from collections import Counter, defaultdict
 
 OPS = [
-    ("optimizer (AdamW)", r"burn_optim|AdamW"),
+    # exvit's fused burn-flex kernels (exvit_layers::fast), forward and backward apart.
+    ("attention (fused): backward", r"exvit_layers::fast::attention::backward"),
+    ("attention (fused): forward", r"exvit_layers::fast::attention::forward"),
+    ("BatchNorm (fused): backward", r"exvit_layers::fast::batch_norm::backward"),
+    ("BatchNorm (fused): forward", r"exvit_layers::fast::batch_norm::forward"),
+    ("SiLU (fused): backward", r"exvit_layers::fast::silu_backward|silu_grad_into"),
+    ("SiLU (fused): forward", r"exvit_layers::fast::silu_forward|silu_into"),
+    ("dense conv: backward", r"exvit_layers::fast::dense::backward"),
+    ("dense conv: forward", r"exvit_layers::fast::dense::forward"),
+    ("depthwise conv: backward", r"exvit_layers::fast::depthwise::backward"),
+    ("depthwise conv: forward", r"exvit_layers::fast::depthwise::forward"),
+    ("1x1 conv: backward", r"exvit_layers::fast::pointwise::(grad_weight|grad_input|backward)"),
+    ("1x1 conv: forward", r"exvit_layers::fast::pointwise::forward"),
+    ("optimizer (AdamW)", r"burn_optim|AdamW|exvit_train::adamw"),
     ("backward: conv weight gradient", r"conv2d_weight_backward"),
     ("backward: conv input gradient", r"conv2d_x_backward|conv_transpose"),
     ("backward: other ops", r"AutodiffServer::backward|execute_steps"),
@@ -31,8 +45,9 @@ OPS = [
 ]
 
 WORK = [
-    ("GEMM micro-kernels", r"gemm"),
-    ("exp (SiLU, softmax)", r"expf|__exp|^exp\b|asuint|sigmoid|top12"),
+    ("GEMM micro-kernels", r"gemm|pack_generic"),
+    ("exvit's fused kernel loops", r"exvit_layers::fast"),
+    ("exp (SiLU, softmax)", r"expf|__exp|^exp\b|exp_nonpositive|asuint|sigmoid|top12"),
     ("strided copies (to_contiguous)", r"StridedIter|to_contiguous|copy_contiguous"),
     ("memcpy / memset", r"memmove|memcpy|memset|copy_nonoverlapping|push_mut"),
     ("allocator", r"malloc|free|realloc|_int_|arena"),

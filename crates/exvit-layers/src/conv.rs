@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::init::WeightInit;
 use crate::norm::{BatchNorm2d, BatchNorm2dConfig};
+use crate::precision::in_dtype;
 use crate::shape::{check_channels, or_panic};
 use crate::TypedLayer;
 
@@ -190,8 +191,7 @@ impl<B: Backend> Conv2d<B> {
         let o = self.out_channels;
         let w = self.weight.val();
         // The BN's f32 scale and shift join a half-precision (bf16 view) conv in its dtype.
-        let (scale, shift) =
-            if w.dtype() == scale.dtype() { (scale, shift) } else { (scale.cast(w.dtype()), shift.cast(w.dtype())) };
+        let (scale, shift) = (in_dtype(scale, w.dtype()), in_dtype(shift, w.dtype()));
         let w = w.mul(scale.clone().reshape([o, 1, 1, 1]));
         let b = match &self.bias {
             Some(b) => b.val().mul(scale).add(shift),

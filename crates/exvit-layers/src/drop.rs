@@ -28,7 +28,7 @@ impl DropPath {
         shape[0] = x.dims()[0];
         let mask = Tensor::<B, D>::random(shape, Distribution::Bernoulli(keep), &x.device()).div_scalar(keep);
         // In the branch's dtype (a bf16 compute view), not the device's default.
-        let mask = if mask.dtype() == x.dtype() { mask } else { mask.cast(x.dtype()) };
+        let mask = crate::precision::in_dtype(mask, x.dtype());
         x.mul(mask)
     }
 }

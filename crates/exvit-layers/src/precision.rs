@@ -10,6 +10,16 @@
 use burn::prelude::*;
 use burn::tensor::DType;
 
+/// `x` in `dtype`: itself when it already is (no cast node on an autodiff backend), else a
+/// (differentiable) cast.
+pub fn in_dtype<B: Backend, const D: usize>(x: Tensor<B, D>, dtype: DType) -> Tensor<B, D> {
+    if x.dtype() == dtype {
+        x
+    } else {
+        x.cast(dtype)
+    }
+}
+
 /// Runs `f` on `x` cast to `to` (when its dtype differs), and casts the result back to `x`'s
 /// dtype.
 pub fn promoted<B: Backend, const D: usize, const E: usize>(
@@ -21,7 +31,7 @@ pub fn promoted<B: Backend, const D: usize, const E: usize>(
     if dtype == to {
         return f(x);
     }
-    f(x.cast(to)).cast(dtype)
+    in_dtype(f(x.cast(to)), dtype)
 }
 
 /// The dtype in which a reduction-heavy op on an input of `dtype` runs: f32 for the half
@@ -31,9 +41,4 @@ pub fn accumulation_dtype(dtype: DType) -> DType {
         DType::F16 | DType::BF16 => DType::F32,
         d => d,
     }
-}
-
-/// Whether `dtype` is a half type (bf16 or f16).
-pub fn is_half(dtype: DType) -> bool {
-    matches!(dtype, DType::F16 | DType::BF16)
 }

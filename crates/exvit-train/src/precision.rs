@@ -20,6 +20,7 @@ use std::str::FromStr;
 use burn::module::{Module, ModuleMapper, Param};
 use burn::prelude::*;
 use burn::tensor::{DType, FloatDType};
+use exvit_layers::precision::in_dtype;
 use serde::{Deserialize, Serialize};
 
 /// The dtype a training step computes in.
@@ -123,9 +124,5 @@ pub fn compute_input<B: Backend>(images: Tensor<B, 4>, precision: Precision) -> 
 
 /// Logits back in f32 for the loss (as autocast computes cross entropy in f32).
 pub fn loss_input<B: Backend>(logits: Tensor<B, 2>) -> Tensor<B, 2> {
-    if logits.dtype() == DType::F32 {
-        logits
-    } else {
-        logits.cast(FloatDType::F32)
-    }
+    in_dtype(logits, DType::F32)
 }

@@ -74,7 +74,7 @@ where
     if world == 0 {
         return Err(RunError::Config("data parallel needs at least one device".into()));
     }
-    let (train, _) = cfg.validate()?;
+    let (train, val) = cfg.validate()?;
     let classes = train.classes.len();
     let mut cfg = cfg.clone();
     if cfg.workers.is_none() {
@@ -92,6 +92,7 @@ where
     let (tx, rx) = mpsc::channel();
     for (rank, device) in devices.iter().cloned().enumerate() {
         let (cfg, model_cfg, tx) = (cfg.clone(), model_cfg.clone(), tx.clone());
+        let data = Some((train.clone(), val.clone()));
         // Loaded into a fresh model on the replica's device: its own tensors and running state.
         let record = initial.clone().into_record();
         let (stop, decisions) = (stop.clone(), decisions.clone());
@@ -112,6 +113,7 @@ where
                     replica: Replica { rank, world },
                     initial: Some(model),
                     after_update: Some(mark_distributed::<Autodiff<B>>),
+                    data,
                 };
                 let progress_tx = tx.clone();
                 let result = train_replica::<Autodiff<B>>(&cfg, resume, &decide, &device, role, |p| {

@@ -459,7 +459,7 @@ pub fn train_run<B: AutodiffBackend>(
     device: &B::Device,
     progress: impl FnMut(Progress),
 ) -> Result<RunSummary, RunError> {
-    let role = ReplicaRole::<B> { replica: Replica::default(), initial: None, after_update: None };
+    let role = ReplicaRole::<B> { replica: Replica::default(), initial: None, after_update: None, data: None };
     train_replica(cfg, resume, &|_| stop.load(Ordering::SeqCst), device, role, progress)
 }
 
@@ -473,6 +473,9 @@ pub struct ReplicaRole<B: AutodiffBackend> {
     pub initial: Option<MobileVit<B>>,
     /// The trainer's [`Trainer::after_update`].
     pub after_update: Option<fn(MobileVit<B>) -> MobileVit<B>>,
+    /// The train and validation sets when already opened by [`RunConfig::validate`] (shared by
+    /// the replicas: a large folder is listed once); `None`: validated here.
+    pub data: Option<(Arc<Dataset>, Option<Arc<Dataset>>)>,
 }
 
 /// [`train_run`] as one replica of a data-parallel run. `stop(iteration)` is asked after each
@@ -487,7 +490,10 @@ pub fn train_replica<B: AutodiffBackend>(
     mut progress: impl FnMut(Progress),
 ) -> Result<RunSummary, RunError> {
     let started = std::time::Instant::now();
-    let (train, val) = cfg.validate()?;
+    let (train, val) = match role.data {
+        Some(data) => data,
+        None => cfg.validate()?,
+    };
     let classes = train.classes.len();
     let out = cfg.out.clone();
     let replica = role.replica;

@@ -70,10 +70,11 @@ fn replicas_train_their_shard_and_only_rank_0_writes() {
     let root = data.parent().unwrap().to_path_buf();
     let run = |rank: usize, after_update: Option<fn(MobileVit<AD>) -> MobileVit<AD>>| {
         let out = root.join(format!("run-{rank}"));
-        let role = ReplicaRole { replica: Replica { rank, world: 2 }, initial: None, after_update };
-        let summary =
-            train_replica::<AD>(&config(data.clone(), out.clone()), false, &|_| false, &FlexDevice, role, |_| {})
-                .unwrap();
+        let cfg = config(data.clone(), out.clone());
+        // Rank 1 gets the datasets opened once for all replicas (as `ddp` does), rank 0 opens them.
+        let opened = (rank == 1).then(|| cfg.validate().unwrap());
+        let role = ReplicaRole { replica: Replica { rank, world: 2 }, initial: None, after_update, data: opened };
+        let summary = train_replica::<AD>(&cfg, false, &|_| false, &FlexDevice, role, |_| {}).unwrap();
         (summary, out)
     };
     let (s1, out1) = run(1, Some(count_update));

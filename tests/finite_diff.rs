@@ -88,7 +88,7 @@ fn layernorm_and_attention_gradients() {
 fn rand_fixed() -> Tensor<B, 3> {
     let n = 2 * 7 * 8;
     let v: Vec<f64> = (0..n).map(|i| ((i * 37 % 101) as f64 / 50.0) - 1.0).collect();
-    Tensor::from_data(burn::tensor::TensorData::new(v, [2, 7, 8]), (&DEV, DType::F64))
+    Tensor::from_data(TensorData::new(v, [2, 7, 8]), (&DEV, DType::F64))
 }
 
 /// Scales every float parameter (so attention logits are not almost uniform).

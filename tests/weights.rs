@@ -9,8 +9,8 @@ use burn_flex::{Flex, FlexDevice};
 use exvit_tests::{repo_root, Fixture};
 use exvit_zoo::refinit::{reference_init, reference_input};
 use exvit_zoo::{
-    create_model, load_safetensors, named_tensors, resolve_model, save_safetensors, LoadMode, MobileVit, Problem,
-    TapConfig, WeightsError,
+    create_model, load_safetensors, named_tensors, resolve_model, save_safetensors, ExShortcutSpec, LoadMode,
+    MobileVit, Problem, WeightsError,
 };
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
@@ -118,7 +118,7 @@ fn strict_mode_names_missing_unexpected_and_misshapen_keys() {
 fn from_backbone_loads_the_trunk_and_lists_the_rest() {
     // An ExMobileViT-style variant of tiny: taps on stages.2 and stages.3, a wider final_conv.
     let mut cfg = resolve_model(&tiny_toml(), 10).unwrap();
-    cfg.exshortcuts = vec![TapConfig { stage: 2, channels: 8 }, TapConfig { stage: 3, channels: 8 }];
+    cfg.exshortcuts = vec![ExShortcutSpec { stage: 2, channels: 8 }, ExShortcutSpec { stage: 3, channels: 8 }];
     cfg.num_features = 48;
     let model: MobileVit<B> = cfg.init(&DEV);
     let path = fixtures().join("timm_tiny.safetensors");
@@ -195,7 +195,7 @@ fn toml_variants_are_validated() {
     )
     .unwrap();
     let e = resolve_model(bad_tap.to_str().unwrap(), 10).unwrap_err().to_string();
-    assert!(e.contains("exshortcuts[0] taps stages.7"), "{e}");
+    assert!(e.contains("exshortcuts[0]: taps stages.7"), "{e}");
     let e = resolve_model("mobilevit_m", 10).unwrap_err().to_string();
     assert!(e.contains("unknown model `mobilevit_m`") && e.contains("exmobilevit_928"), "{e}");
 }

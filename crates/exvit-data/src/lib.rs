@@ -1,15 +1,16 @@
 //! exvit's data pipeline (part I): dataset sources with timm/torchvision class indices, robust
 //! image decoding, and Parquet manifests. It knows nothing of models.
 
-mod atomic;
 pub mod check;
 pub mod classes;
 pub mod decode;
+pub mod error;
 pub mod jpeg;
 pub mod loader;
 pub mod manifest;
 pub mod matfile;
 pub mod pack;
+pub mod preprocess;
 pub mod resize;
 pub mod rng;
 pub mod sampler;

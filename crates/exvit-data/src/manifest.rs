@@ -7,9 +7,9 @@ use std::path::Path;
 
 use polars::prelude::*;
 
-use crate::atomic::write_atomic;
 use crate::check::{Record, Status};
 use crate::source::DataError;
+use exvit_common::write_atomic;
 
 fn polars_err(path: &Path) -> impl Fn(PolarsError) -> DataError + '_ {
     move |e| DataError::Layout { path: path.to_path_buf(), message: format!("manifest: {e}") }
@@ -38,7 +38,7 @@ pub fn to_frame(records: &[Record]) -> PolarsResult<DataFrame> {
 /// Writes the manifest to `path` atomically.
 pub fn write_manifest(records: &[Record], path: &Path) -> Result<(), DataError> {
     let mut df = to_frame(records).map_err(polars_err(path))?;
-    write_atomic(path, |file| ParquetWriter::new(file).finish(&mut df).map(drop).map_err(polars_err(path)))
+    Ok(write_atomic(path, |w| ParquetWriter::new(w).finish(&mut df).map(drop).map_err(std::io::Error::other))?)
 }
 
 /// Reads a manifest back.

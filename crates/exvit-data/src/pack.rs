@@ -3,11 +3,11 @@
 //! at scale. Each shard and `classes.txt` is written to a temporary file and renamed, so an
 //! interrupted pack leaves only whole files.
 
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::atomic::write_atomic;
 use crate::source::{DataError, Dataset, Location};
+use exvit_common::{try_write_atomic, write_bytes_atomic};
 
 /// Writes `ds` as tar shards of at most `per_shard` samples into `out` (created if needed).
 /// Returns the shard paths.
@@ -21,8 +21,8 @@ pub fn pack_shards(ds: &Dataset, out: &Path, per_shard: usize) -> Result<Vec<Pat
     let mut shards = Vec::new();
     for (s, chunk) in ds.samples.chunks(per_shard).enumerate() {
         let path = out.join(format!("shard-{s:06}.tar"));
-        write_atomic(&path, |file| {
-            let mut b = tar::Builder::new(BufWriter::new(file));
+        try_write_atomic(&path, |file| -> Result<(), DataError> {
+            let mut b = tar::Builder::new(file);
             for (i, sample) in chunk.iter().enumerate() {
                 let key = s * per_shard + i;
                 let ext = match &sample.location {
@@ -35,12 +35,12 @@ pub fn pack_shards(ds: &Dataset, out: &Path, per_shard: usize) -> Result<Vec<Pat
                 append(&mut b, &format!("{key:06}.{ext}"), &bytes).map_err(io(&path))?;
                 append(&mut b, &format!("{key:06}.cls"), sample.label.to_string().as_bytes()).map_err(io(&path))?;
             }
-            b.into_inner().and_then(|mut w| w.flush()).map_err(io(&path))
+            b.into_inner().and_then(|w| w.flush()).map_err(io(&path))
         })?;
         shards.push(path);
     }
     let classes = out.join("classes.txt");
-    write_atomic(&classes, |mut f| f.write_all((ds.classes.join("\n") + "\n").as_bytes()).map_err(io(&classes)))?;
+    write_bytes_atomic(&classes, (ds.classes.join("\n") + "\n").as_bytes())?;
     Ok(shards)
 }
 

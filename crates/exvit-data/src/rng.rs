@@ -11,13 +11,7 @@ pub struct Rng {
     state: u64,
 }
 
-const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
-
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
+use exvit_common::rng::{mix, GOLDEN};
 
 impl Rng {
     /// A generator keyed by `seed` and a path of integers (for example `[epoch, index]`).

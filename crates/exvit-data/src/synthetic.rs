@@ -119,13 +119,46 @@ pub fn write_demo_dataset(root: &Path, spec: DemoSpec) -> Result<(PathBuf, PathB
                 let rgb = demo_image(c, spec.size, spec.seed, &[tag, c as u64, i as u64]);
                 let img =
                     image::RgbImage::from_raw(spec.size as u32, spec.size as u32, rgb).expect("size x size x 3 bytes");
-                let path = dir.join(format!("{i:05}.png"));
-                let tmp = dir.join(format!(".{i:05}.png.tmp"));
-                img.save_with_format(&tmp, image::ImageFormat::Png)
-                    .map_err(|e| DataError::Io { path: tmp.clone(), source: std::io::Error::other(e.to_string()) })?;
-                std::fs::rename(&tmp, &path).map_err(io(&path))?;
+                write_png(&dir.join(format!("{i:05}.png")), &img)?;
             }
         }
     }
     Ok((root.join("train"), root.join("val")))
+}
+
+/// Writes `img` as a PNG, atomically.
+fn write_png(path: &Path, img: &image::RgbImage) -> Result<(), DataError> {
+    Ok(exvit_common::write_atomic(path, |w| {
+        img.write_to(w, image::ImageFormat::Png).map_err(|e| std::io::Error::other(e.to_string()))
+    })?)
+}
+
+/// A tiny colour dataset for tests and examples: an ImageFolder at `root` with classes `c0`,
+/// `c1`, `c2`, each `per_class` `width`x`height` PNGs of a fixed noise pattern tinted red,
+/// green or blue (so the class is linearly decodable from the mean colour). Deterministic.
+/// Returns `root`.
+///
+/// # Example
+/// ```
+/// let root = std::env::temp_dir().join(format!("exvit-tinted-doc-{}", std::process::id()));
+/// exvit_data::synthetic::write_tinted_dataset(&root, 4, 40, 40).unwrap();
+/// let ds = exvit_data::open_path(&root, "train").unwrap();
+/// assert_eq!((ds.classes.len(), ds.samples.len()), (3, 12));
+/// # std::fs::remove_dir_all(&root).unwrap();
+/// ```
+pub fn write_tinted_dataset(root: &Path, per_class: u32, width: u32, height: u32) -> Result<PathBuf, DataError> {
+    for c in 0..3usize {
+        let dir = root.join(format!("c{c}"));
+        std::fs::create_dir_all(&dir).map_err(|source| DataError::Io { path: dir.clone(), source })?;
+        for i in 0..per_class {
+            let img = image::RgbImage::from_fn(width, height, |x, y| {
+                let noise = ((x * 31 + y * 17 + i * 7) % 64) as u8;
+                let mut p = [noise; 3];
+                p[c] = p[c].saturating_add(150);
+                image::Rgb(p)
+            });
+            write_png(&dir.join(format!("{i}.png")), &img)?;
+        }
+    }
+    Ok(root.to_path_buf())
 }

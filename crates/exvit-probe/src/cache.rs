@@ -19,9 +19,11 @@ use std::path::{Path, PathBuf};
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{write_atomic, ProbeError};
+use crate::error::ProbeError;
 use crate::matrix::Matrix;
 use crate::pool::TapSpec;
+pub use exvit_common::Fnv;
+use exvit_common::{write_atomic, write_bytes_atomic};
 
 /// Storage precision of the features.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -135,10 +137,7 @@ fn bad_path(dir: &Path, k: usize) -> PathBuf {
 pub fn write_manifest(dir: &Path, m: &Manifest) -> Result<(), ProbeError> {
     let path = dir.join("manifest.json");
     let text = serde_json::to_string_pretty(m).expect("manifest serialises");
-    write_atomic(&path, |mut f| {
-        use std::io::Write;
-        f.write_all(text.as_bytes()).map_err(ProbeError::io(&path))
-    })
+    Ok(write_bytes_atomic(&path, text.as_bytes())?)
 }
 
 /// Rows of one shard, as the extractor collects them.
@@ -177,12 +176,9 @@ pub fn write_shard(dir: &Path, k: usize, m: &Manifest, rows: ShardRows) -> Resul
     if !rows.bad.is_empty() {
         let bp = bad_path(dir, k);
         let text = serde_json::to_string_pretty(&rows.bad).expect("strings serialise");
-        write_atomic(&bp, |mut f| {
-            use std::io::Write;
-            f.write_all(text.as_bytes()).map_err(ProbeError::io(&bp))
-        })?;
+        write_bytes_atomic(&bp, text.as_bytes())?;
     }
-    write_atomic(&path, |mut f| IpcWriter::new(&mut f).finish(&mut df).map_err(ProbeError::table(&path)))
+    Ok(write_atomic(&path, |f| IpcWriter::new(f).finish(&mut df).map_err(std::io::Error::other))?)
 }
 
 /// Features of some columns of a cache, loaded into memory.
@@ -313,46 +309,5 @@ impl Cache {
         }
         let rows = labels.len();
         Ok(Features { x: Matrix::new(rows, width, data), labels, indices, dims })
-    }
-}
-
-/// FNV-1a, 64 bits: a fingerprint of a file or a list (not a cryptographic hash).
-#[derive(Debug, Clone, Copy)]
-pub struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Fnv {
-    /// Adds bytes.
-    pub fn update(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 ^= u64::from(b);
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-
-    /// The hash, as 16 hex digits.
-    pub fn hex(&self) -> String {
-        format!("{:016x}", self.0)
-    }
-
-    /// Hash of a file's bytes.
-    pub fn file(path: &Path) -> Result<String, ProbeError> {
-        use std::io::Read;
-        let mut f = File::open(path).map_err(ProbeError::io(path))?;
-        let mut h = Fnv::default();
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = f.read(&mut buf).map_err(ProbeError::io(path))?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-        }
-        Ok(h.hex())
     }
 }

@@ -59,6 +59,12 @@ pub enum ProbeError {
     /// An unknown tap name.
     #[error(transparent)]
     UnknownTap(#[from] exvit_zoo::UnknownTap),
+    /// A file written atomically, or a fingerprinted file.
+    #[error(transparent)]
+    File(#[from] exvit_common::FileError),
+    /// A result table.
+    #[error(transparent)]
+    RunDir(#[from] exvit_rundir::RunDirError),
     /// Interrupted (Ctrl-C): finished shards are kept.
     #[error("interrupted after {done} of {total} shards; run the same command again to resume")]
     Interrupted {
@@ -79,20 +85,4 @@ impl ProbeError {
         let path = path.into();
         move |e| ProbeError::Table { path, message: e.to_string() }
     }
-}
-
-/// Writes `path` through a temporary file in the same folder and a rename, so that nothing
-/// half-written is ever left under the final name.
-pub(crate) fn write_atomic(
-    path: &std::path::Path,
-    write: impl FnOnce(std::fs::File) -> Result<(), ProbeError>,
-) -> Result<(), ProbeError> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    let file = std::fs::File::create(&tmp).map_err(ProbeError::io(&tmp))?;
-    let result = write(file).and_then(|()| std::fs::rename(&tmp, path).map_err(ProbeError::io(path)));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }

@@ -17,14 +17,13 @@ pub mod matrix;
 pub mod pool;
 pub mod probe;
 pub mod study;
-pub mod table;
 
 pub use cache::{Cache, CachedTap, Dtype, Features, Manifest};
 pub use cka::{linear_cka, linear_cka_host};
 pub use error::ProbeError;
 pub use extract::{extract, list_taps, ExtractConfig, ExtractSummary, TapInfo};
+pub use exvit_rundir::{read_cka, read_probes, write_cka, write_probes, CkaRow, ProbeRow, WeightsRef};
 pub use matrix::Matrix;
 pub use pool::{Pooling, TapSpec};
 pub use probe::{fit_logreg, run_probe, standardize, LogReg, ProbeConfig, ProbeResult};
 pub use study::{cka_caches, probe_caches};
-pub use table::{read_cka, read_probes, write_cka, write_probes, CkaRow, ProbeRow};

@@ -8,12 +8,15 @@ use crate::cache::{Cache, Features, Manifest};
 use crate::cka::linear_cka_host;
 use crate::error::ProbeError;
 use crate::probe::{run_probe, ProbeConfig};
-use crate::table::{CkaRow, ProbeRow};
+use exvit_rundir::{CkaRow, ProbeRow, WeightsRef};
 
 impl Manifest {
-    /// The weights as the tables name them: the file, or `init(seed=S)`.
-    pub fn weights_label(&self) -> String {
-        self.weights.clone().unwrap_or_else(|| format!("init(seed={})", self.init_seed))
+    /// The weights the cache was extracted from, as the tables record them.
+    pub fn weights_ref(&self) -> WeightsRef {
+        match &self.weights {
+            Some(w) => WeightsRef::File(w.clone()),
+            None => WeightsRef::Init { seed: self.init_seed },
+        }
     }
 }
 
@@ -51,7 +54,7 @@ pub fn probe_caches<B: AutodiffBackend>(
         let r = run_probe::<B>(ft.x, &ft.labels, fe.x, &fe.labels, mt.classes.len(), cfg, device)?;
         let row = ProbeRow {
             model: mt.model.clone(),
-            weights: mt.weights_label(),
+            weights: mt.weights_ref(),
             tap: specs.iter().map(|s| s.tap.as_str()).collect::<Vec<_>>().join("+"),
             pooling: specs.iter().map(|s| s.pooling.to_string()).collect::<Vec<_>>().join("+"),
             dim: r.dim as u32,
@@ -119,10 +122,10 @@ pub fn cka_caches<B: Backend>(
             };
             rows.push(CkaRow {
                 model_a: a.manifest.model.clone(),
-                weights_a: a.manifest.weights_label(),
+                weights_a: a.manifest.weights_ref(),
                 tap_a: ca.clone(),
                 model_b: mb.manifest.model.clone(),
-                weights_b: mb.manifest.weights_label(),
+                weights_b: mb.manifest.weights_ref(),
                 tap_b: cb.clone(),
                 n: x.x.rows as u32,
                 cka,

@@ -2,8 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
-use exvit_probe::{read_cka, read_probes, CkaRow, ProbeRow};
-use exvit_train::run::{read_metrics, read_predictions, MetricRow, Predictions, RunConfig};
+use exvit_rundir::{
+    count_params_in_file, read_cka, read_metrics, read_predictions, read_probes, read_provenance, CkaRow, MetricKind,
+    MetricRow, Predictions, ProbeRow, Provenance, RunDir, RunDirError, RunHeader,
+};
 
 use crate::ReportError;
 
@@ -21,7 +23,7 @@ pub struct Run {
     /// `metrics.parquet`.
     pub metrics: Vec<MetricRow>,
     /// `provenance.json`, where there is one.
-    pub provenance: Option<serde_json::Value>,
+    pub provenance: Option<Provenance>,
     /// Learned parameters (from `model.safetensors`: every tensor but BatchNorm's running
     /// statistics, as timm's `parameters()`), where the weights are there.
     pub params: Option<u64>,
@@ -32,13 +34,17 @@ pub struct Run {
 impl Run {
     /// The last evaluation row.
     pub fn last_eval(&self) -> Option<&MetricRow> {
-        self.metrics.iter().rev().find(|r| r.kind == "eval")
+        self.metrics.iter().rev().find(|r| r.kind == MetricKind::Eval)
     }
 
     /// Median training throughput (images/s) over the run's steps.
     pub fn train_img_per_s(&self) -> Option<f64> {
-        let mut v: Vec<f64> =
-            self.metrics.iter().filter(|r| r.kind == "train" && r.img_per_s > 0.0).map(|r| r.img_per_s).collect();
+        let mut v: Vec<f64> = self
+            .metrics
+            .iter()
+            .filter(|r| r.kind == MetricKind::Train && r.img_per_s > 0.0)
+            .map(|r| r.img_per_s)
+            .collect();
         if v.is_empty() {
             return None;
         }
@@ -48,7 +54,7 @@ impl Run {
 
     /// Wall seconds recorded in the provenance.
     pub fn wall_seconds(&self) -> Option<f64> {
-        self.provenance.as_ref()?.get("wall_seconds_this_process")?.as_f64()
+        self.provenance.as_ref()?.wall_seconds_this_process
     }
 }
 
@@ -76,11 +82,15 @@ pub fn collect(dirs: &[PathBuf]) -> Result<Inputs, ReportError> {
     let mut seen = std::collections::BTreeSet::new();
     for d in dirs {
         if !d.is_dir() {
-            return Err(ReportError::Input { path: d.clone(), message: "not a folder".into() });
+            return Err(ReportError::NotAFolder { path: d.clone() });
         }
         scan(d, 0, &mut found, &mut seen)?;
     }
     Ok(found)
+}
+
+fn input(e: RunDirError) -> ReportError {
+    ReportError::Input(e)
 }
 
 fn scan(
@@ -93,23 +103,20 @@ fn scan(
     if !seen.insert(canon) {
         return Ok(());
     }
-    let metrics = dir.join("metrics.parquet");
-    let config = dir.join("config.toml");
-    if metrics.is_file() && config.is_file() {
-        out.runs.push(read_run(dir)?);
-        out.files.extend([config, metrics]);
+    if RunDir::is_run(dir) {
+        let run = read_run(&RunDir::new(dir))?;
+        out.files.extend([dir.join(RunDir::CONFIG), dir.join(RunDir::METRICS)]);
+        out.runs.push(run);
     }
-    for (name, is_probe) in [("probes.parquet", true), ("cka.parquet", false)] {
-        let p = dir.join(name);
-        if p.is_file() {
-            let err = |e: exvit_probe::ProbeError| ReportError::Input { path: p.clone(), message: e.to_string() };
-            if is_probe {
-                out.probes.extend(read_probes(&p).map_err(err)?);
-            } else {
-                out.cka.extend(read_cka(&p).map_err(err)?);
-            }
-            out.files.push(p);
-        }
+    let probes = dir.join("probes.parquet");
+    if probes.is_file() {
+        out.probes.extend(read_probes(&probes).map_err(input)?);
+        out.files.push(probes);
+    }
+    let cka = dir.join("cka.parquet");
+    if cka.is_file() {
+        out.cka.extend(read_cka(&cka).map_err(input)?);
+        out.files.push(cka);
     }
     if depth < 3 {
         let mut subdirs: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -125,55 +132,22 @@ fn scan(
     Ok(())
 }
 
-fn read_run(dir: &Path) -> Result<Run, ReportError> {
-    let cpath = dir.join("config.toml");
-    let config_text = std::fs::read_to_string(&cpath).map_err(io(&cpath))?;
-    let cfg = RunConfig::from_toml_file(&cpath)
-        .map_err(|e| ReportError::Input { path: cpath.clone(), message: e.to_string() })?;
-    let mpath = dir.join("metrics.parquet");
-    let metrics =
-        read_metrics(&mpath).map_err(|e| ReportError::Input { path: mpath.clone(), message: e.to_string() })?;
-    let ppath = dir.join("provenance.json");
-    let provenance = if ppath.is_file() {
-        let text = std::fs::read_to_string(&ppath).map_err(io(&ppath))?;
-        Some(
-            serde_json::from_str(&text)
-                .map_err(|e| ReportError::Input { path: ppath.clone(), message: e.to_string() })?,
-        )
-    } else {
-        None
-    };
-    let wpath = dir.join("model.safetensors");
-    let params = if wpath.is_file() { Some(count_params(&wpath)?) } else { None };
-    let rpath = dir.join("predictions.parquet");
-    let predictions = if rpath.is_file() {
-        Some(read_predictions(&rpath).map_err(|e| ReportError::Input { path: rpath.clone(), message: e.to_string() })?)
-    } else {
-        None
-    };
+fn read_run(dir: &RunDir) -> Result<Run, ReportError> {
+    let header = RunHeader::read(&dir.config()).map_err(input)?;
+    let metrics = read_metrics(&dir.metrics()).map_err(input)?;
+    let provenance =
+        dir.provenance().is_file().then(|| read_provenance(&dir.provenance())).transpose().map_err(input)?;
+    let params = dir.model().is_file().then(|| count_params_in_file(&dir.model())).transpose().map_err(input)?;
+    let predictions =
+        dir.predictions().is_file().then(|| read_predictions(&dir.predictions())).transpose().map_err(input)?;
     Ok(Run {
-        dir: dir.to_path_buf(),
-        model: cfg.model,
-        seed: cfg.seed,
-        config_text,
+        dir: dir.path().to_path_buf(),
+        model: header.model,
+        seed: header.seed,
+        config_text: header.text,
         metrics,
         provenance,
         params,
         predictions,
     })
-}
-
-/// Learned parameters in a safetensors file (BatchNorm running statistics left out).
-pub fn count_params(path: &Path) -> Result<u64, ReportError> {
-    let bytes = std::fs::read(path).map_err(io(path))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| ReportError::Input { path: path.to_path_buf(), message: e.to_string() })?;
-    Ok(st
-        .tensors()
-        .iter()
-        .filter(|(k, _)| {
-            !(k.ends_with("running_mean") || k.ends_with("running_var") || k.ends_with("num_batches_tracked"))
-        })
-        .map(|(_, t)| t.shape().iter().product::<usize>() as u64)
-        .sum())
 }

@@ -4,19 +4,25 @@
 //! features.
 //!
 //! ```text
-//! dirs ─> collect (runs, probes, CKA) ─> render (figures: plotters SVG; tables; provenance)
-//!      ─> write: report.html, report.md, report_figures/*.svg
+//! dirs ─> collect (exvit-rundir: runs, probes, CKA)
+//!      ─> figures (plotters SVG) + tables (models, comparisons, probes, provenance)
+//!      ─> page: report.html, report.md, report_figures/*.svg
 //! ```
+//!
+//! It depends on exvit-rundir (the formats) and plotters only: no burn, no model code.
 
 pub mod collect;
+pub mod figures;
+pub mod page;
 pub mod plot;
-pub mod render;
 pub mod stats;
+pub mod tables;
 
 pub use collect::{collect, Inputs, Run};
-pub use plot::{heatmap, line_chart, Series};
-pub use plotters::prelude::SeriesLabelPosition;
-pub use render::{render, write_report, Figure, Report, ReportOptions};
+pub use figures::{depth_key, Figure};
+pub use page::{render, write_report, Report, ReportOptions, Section};
+pub use plot::{heatmap, line_chart, LineStyle, Marker, Series};
+pub use tables::Table;
 
 use std::path::PathBuf;
 
@@ -31,14 +37,18 @@ pub enum ReportError {
         /// The cause.
         source: std::io::Error,
     },
-    /// An input file cannot be read.
-    #[error("{path}: {message}")]
-    Input {
-        /// The file.
+    /// A folder given is not one.
+    #[error("{}: not a folder", path.display())]
+    NotAFolder {
+        /// The path.
         path: PathBuf,
-        /// What is wrong.
-        message: String,
     },
+    /// An input file cannot be read (names the file and the column or field).
+    #[error(transparent)]
+    Input(#[from] exvit_rundir::RunDirError),
+    /// An output file.
+    #[error(transparent)]
+    File(#[from] exvit_common::FileError),
     /// A plot could not be drawn.
     #[error("plot `{figure}`: {message}")]
     Plot {

@@ -18,17 +18,103 @@ pub const PALETTE: [RGBColor; 8] = [
     RGBColor(23, 190, 207),
 ];
 
-/// One line of a chart.
+/// How a series' line is drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineStyle {
+    /// A solid line (trained models, training loss).
+    Solid,
+    /// Dashes (random init, EMA, validation).
+    Dashed,
+    /// Dots (reference levels).
+    Dotted,
+}
+
+/// How a series' points are marked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Marker {
+    /// No marker.
+    None,
+    /// A filled circle.
+    Filled,
+    /// A hollow circle.
+    Hollow,
+}
+
+/// One line of a chart. Its legend entry is drawn the same way (line style, colour, marker).
 #[derive(Debug, Clone)]
 pub struct Series {
     /// Legend entry.
     pub name: String,
     /// Index into [`PALETTE`].
     pub color: usize,
-    /// Dashed (EMA, references).
-    pub dashed: bool,
+    /// The line.
+    pub line: LineStyle,
+    /// The points' marker.
+    pub marker: Marker,
     /// `(x, y)` points, in x order.
     pub points: Vec<(f64, f64)>,
+}
+
+/// Pixels between dashes and dots: `(on, off)`.
+fn pattern(line: LineStyle) -> Option<(u32, u32)> {
+    match line {
+        LineStyle::Solid => None,
+        LineStyle::Dashed => Some((7, 4)),
+        LineStyle::Dotted => Some((2, 3)),
+    }
+}
+
+/// Legend layout under the plot: entries in columns of `LEGEND_COL` pixels, rows of
+/// `LEGEND_ROW`.
+const LEGEND_COL: u32 = 300;
+const LEGEND_ROW: u32 = 20;
+
+fn legend_height(width: u32, n: usize) -> u32 {
+    if n == 0 {
+        return 0;
+    }
+    let cols = (width.saturating_sub(24) / LEGEND_COL).max(1) as usize;
+    n.div_ceil(cols) as u32 * LEGEND_ROW + 16
+}
+
+/// Draws the legend in its own area under the plot (never over the data): each entry is a
+/// sample of its series (colour, line style, marker) and its name.
+fn draw_legend<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    series: &[Series],
+) -> Result<(), String> {
+    let (w, _) = area.dim_in_pixel();
+    let cols = (w.saturating_sub(24) / LEGEND_COL).max(1) as usize;
+    let font = ("sans-serif", 12).into_font().color(&BLACK);
+    for (k, s) in series.iter().enumerate() {
+        let (col, row) = ((k % cols) as i32, (k / cols) as i32);
+        let (x, y) = (24 + col * LEGEND_COL as i32, 8 + row * LEGEND_ROW as i32 + LEGEND_ROW as i32 / 2);
+        let color = PALETTE[s.color % PALETTE.len()];
+        let pts = [(x, y), (x + 28, y)];
+        match pattern(s.line) {
+            None => area.draw(&PathElement::new(pts.to_vec(), color.stroke_width(2))).map_err(|e| e.to_string())?,
+            Some((on, off)) => {
+                let mut a = x;
+                while a < x + 28 {
+                    let b = (a + on as i32).min(x + 28);
+                    area.draw(&PathElement::new(vec![(a, y), (b, y)], color.stroke_width(2)))
+                        .map_err(|e| e.to_string())?;
+                    a = b + off as i32;
+                }
+            }
+        }
+        match s.marker {
+            Marker::None => {}
+            Marker::Filled => area.draw(&Circle::new((x + 14, y), 3, color.filled())).map_err(|e| e.to_string())?,
+            Marker::Hollow => {
+                area.draw(&Circle::new((x + 14, y), 3, WHITE.filled())).map_err(|e| e.to_string())?;
+                area.draw(&Circle::new((x + 14, y), 3, color.stroke_width(2))).map_err(|e| e.to_string())?;
+            }
+        }
+        let text_style = font.clone().pos(Pos::new(HPos::Left, VPos::Center));
+        area.draw(&Text::new(s.name.clone(), (x + 36, y), text_style)).map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 fn err(figure: &str) -> impl Fn(String) -> ReportError + '_ {
@@ -46,6 +132,8 @@ fn range(values: impl Iterator<Item = f64>, pad: f64) -> (f64, f64) {
 }
 
 /// A line chart. `x_labels`, when given, names the integer x positions (a categorical axis).
+/// `size` is the plot's; the legend is drawn below it, outside the data, so the SVG is taller
+/// by the legend's rows.
 #[allow(clippy::too_many_arguments)]
 pub fn line_chart(
     id: &str,
@@ -55,14 +143,15 @@ pub fn line_chart(
     x_labels: Option<&[String]>,
     series: &[Series],
     y_fixed: Option<(f64, f64)>,
-    legend: SeriesLabelPosition,
     size: (u32, u32),
 ) -> Result<String, ReportError> {
     let e = err(id);
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
-        root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
+        let full = (size.0, size.1 + legend_height(size.0, series.len()));
+        let whole = SVGBackend::with_string(&mut svg, full).into_drawing_area();
+        whole.fill(&WHITE).map_err(|x| e(x.to_string()))?;
+        let (root, legend_area) = whole.split_vertically(size.1);
         let (x0, x1) = match x_labels {
             Some(l) => (-0.3, l.len().max(1) as f64 - 0.7),
             None => range(series.iter().flat_map(|s| s.points.iter().map(|p| p.0)), 0.02),
@@ -100,32 +189,37 @@ pub fn line_chart(
         for s in series {
             let color = PALETTE[s.color % PALETTE.len()];
             let style = color.stroke_width(2);
-            let anno = if s.dashed {
-                chart
-                    .draw_series(DashedLineSeries::new(s.points.iter().copied(), 6, 4, style))
-                    .map_err(|x| e(x.to_string()))?
-            } else {
-                chart.draw_series(LineSeries::new(s.points.iter().copied(), style)).map_err(|x| e(x.to_string()))?
-            };
-            anno.label(s.name.clone())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
-            if !s.dashed {
-                chart
-                    .draw_series(s.points.iter().map(|&p| Circle::new(p, 3, color.filled())))
-                    .map_err(|x| e(x.to_string()))?;
+            match pattern(s.line) {
+                None => {
+                    chart
+                        .draw_series(LineSeries::new(s.points.iter().copied(), style))
+                        .map_err(|x| e(x.to_string()))?;
+                }
+                Some((on, off)) => {
+                    chart
+                        .draw_series(DashedLineSeries::new(s.points.iter().copied(), on, off, style))
+                        .map_err(|x| e(x.to_string()))?;
+                }
+            }
+            match s.marker {
+                Marker::None => {}
+                Marker::Filled => {
+                    chart
+                        .draw_series(s.points.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                        .map_err(|x| e(x.to_string()))?;
+                }
+                Marker::Hollow => {
+                    chart
+                        .draw_series(s.points.iter().map(|&p| Circle::new(p, 3, WHITE.filled())))
+                        .map_err(|x| e(x.to_string()))?;
+                    chart
+                        .draw_series(s.points.iter().map(|&p| Circle::new(p, 3, color.stroke_width(2))))
+                        .map_err(|x| e(x.to_string()))?;
+                }
             }
         }
-        if !series.is_empty() {
-            chart
-                .configure_series_labels()
-                .position(legend)
-                .background_style(WHITE.mix(0.85))
-                .border_style(RGBColor(180, 180, 180))
-                .label_font(("sans-serif", 12))
-                .draw()
-                .map_err(|x| e(x.to_string()))?;
-        }
-        root.present().map_err(|x| e(x.to_string()))?;
+        draw_legend(&legend_area, series).map_err(&e)?;
+        whole.present().map_err(|x| e(x.to_string()))?;
     }
     Ok(svg)
 }

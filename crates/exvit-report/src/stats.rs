@@ -1,6 +1,31 @@
 //! Uncertainty of a difference between two models: a t interval over paired seeds, and a
 //! paired bootstrap over evaluation images.
 
+use exvit_common::SplitMix64;
+
+/// `mean ± std` (sample std; 0 for one value).
+pub fn mean_std(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let m = v.iter().sum::<f64>() / n;
+    let s = if v.len() > 1 { (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)).sqrt() } else { 0.0 };
+    (m, s)
+}
+
+/// `mean ± std` as text (`–` for none, the value alone for one).
+pub fn pm(v: &[f64]) -> String {
+    let (m, s) = mean_std(v);
+    if v.is_empty() {
+        "–".into()
+    } else if v.len() == 1 {
+        format!("{m:.2}")
+    } else {
+        format!("{m:.2} ± {s:.2}")
+    }
+}
+
 /// Two-sided 95% quantiles of Student's t, `t_{0.975, df}` for df = 1..=30 (from the standard
 /// table; scipy.stats.t.ppf(0.975, df) agrees to the printed digits).
 const T975: [f64; 30] = [
@@ -41,24 +66,6 @@ pub fn t_interval(d: &[f64]) -> Option<Interval> {
     Some(Interval { mean: m, lo: m - h, hi: m + h })
 }
 
-/// SplitMix64: a small, seeded generator (the same resamples on every machine).
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (Lemire's multiply-shift; the bias is below 2^-32 for n < 2^32).
-    fn below(&mut self, n: usize) -> usize {
-        (((self.next() >> 32) * n as u64) >> 32) as usize
-    }
-}
-
 /// Paired bootstrap over images of the top-1 difference (in points) between models A and B.
 /// `a[s][i]` / `b[s][i]`: whether seed `s`'s model got image `i` right (the same images, in the
 /// same order, for every seed of both). Each image's difference is averaged over the seeds
@@ -76,8 +83,9 @@ pub fn paired_bootstrap(a: &[Vec<bool>], b: &[Vec<bool>], resamples: usize, seed
         .map(|i| a.iter().zip(b).map(|(x, y)| x[i] as i32 as f64 - y[i] as i32 as f64).sum::<f64>() * 100.0 / s)
         .collect();
     let mean = d.iter().sum::<f64>() / n as f64;
-    let mut rng = SplitMix(seed);
-    let mut means: Vec<f64> = (0..resamples).map(|_| (0..n).map(|_| d[rng.below(n)]).sum::<f64>() / n as f64).collect();
+    let mut rng = SplitMix64::new(seed);
+    let mut means: Vec<f64> =
+        (0..resamples).map(|_| (0..n).map(|_| d[rng.below_fast(n)]).sum::<f64>() / n as f64).collect();
     means.sort_by(f64::total_cmp);
     let q = |p: f64| means[((p * (resamples - 1) as f64).round() as usize).min(resamples - 1)];
     Some(Interval { mean, lo: q(0.025), hi: q(0.975) })
@@ -103,9 +111,9 @@ mod tests {
         // per-image difference has mean 10 points and variance p_a(1-p_a) + p_b(1-p_b) (in
         // units of 100^2), so the 95% half-width is 1.96·sqrt(0.24 + 0.25)/sqrt(n)·100.
         let n = 20_000;
-        let mut rng = SplitMix(7);
-        let a: Vec<bool> = (0..n).map(|_| rng.below(10) < 6).collect();
-        let b: Vec<bool> = (0..n).map(|_| rng.below(2) == 0).collect();
+        let mut rng = SplitMix64::new(7);
+        let a: Vec<bool> = (0..n).map(|_| rng.below_fast(10) < 6).collect();
+        let b: Vec<bool> = (0..n).map(|_| rng.below_fast(2) == 0).collect();
         let i = paired_bootstrap(std::slice::from_ref(&a), std::slice::from_ref(&b), 2000, 1).unwrap();
         let pa = a.iter().filter(|&&x| x).count() as f64 / n as f64;
         let pb = b.iter().filter(|&&x| x).count() as f64 / n as f64;

@@ -2,7 +2,9 @@
 
 mod common;
 
-use exvit_report::render::depth_key;
+use std::path::PathBuf;
+
+use exvit_report::depth_key;
 use exvit_report::{render, write_report, ReportOptions};
 
 #[test]
@@ -95,4 +97,47 @@ fn empty_inputs_say_so() {
     let r = render(&exvit_report::Inputs::default(), &ReportOptions::default()).unwrap();
     assert!(r.figures.is_empty());
     assert!(r.html.contains("nothing to plot"));
+}
+
+/// The table rows of a Markdown report (lines starting with `|`), without the rows that name
+/// the run's folder (a path that depends on where the report was made).
+fn table_rows(md: &str) -> Vec<String> {
+    md.lines().filter(|l| l.starts_with('|') && !l.contains("run-tiny-s0")).map(str::to_string).collect()
+}
+
+#[test]
+fn renders_a_run_directory_written_by_exvit_0_1_0() {
+    // tests/fixtures/rundir-v0: a run, probes and CKA written by the binary of commit 9dc1647,
+    // with the report that binary made of them.
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/rundir-v0");
+    let inputs = exvit_report::collect(std::slice::from_ref(&dir)).unwrap();
+    assert_eq!((inputs.runs.len(), inputs.probes.len(), inputs.cka.len()), (1, 9, 16));
+    let run = &inputs.runs[0];
+    assert_eq!((run.model.as_str(), run.seed, run.params), ("tests/fixtures/parity/tiny.toml", 0, Some(85211)));
+    let prov = run.provenance.as_ref().unwrap();
+    assert_eq!(prov.git_commit.as_deref(), Some("9dc1647a22c7a8b232d7f824d5ef9629e81c5fce"));
+    assert_eq!((prov.git_dirty, prov.iteration), (Some(false), Some(6)));
+    let r = render(&inputs, &ReportOptions::default()).unwrap();
+    let old = std::fs::read_to_string(dir.join("report-v0.md")).unwrap();
+    let (now, then) = (table_rows(&r.markdown), table_rows(&old));
+    assert!(now.len() >= 10, "{}", r.markdown);
+    assert_eq!(now, then, "the tables differ from exvit 0.1.0's report of the same files");
+    assert_eq!(r.figures.len(), 4);
+}
+
+#[test]
+fn legends_sit_below_the_plotted_data() {
+    // Every legend entry's text lies under the plot area (the plot is 560 px high), so no entry
+    // covers a data point; the SVG grows to hold them.
+    let r = render(&common::inputs(), &ReportOptions::default()).unwrap();
+    let fig = r.figures.iter().find(|f| f.id == "probe-depth").unwrap();
+    let height: f64 = fig.svg.split("height=\"").nth(1).unwrap().split('"').next().unwrap().parse().unwrap();
+    assert!(height > 560.0, "the SVG has no room for a legend: {height}");
+    for name in ["mobilevit_xxs (trained)", "mobilevit_xxs (random init)", "exmobilevit_xxs: its own head (val top-1)"]
+    {
+        let at = fig.svg.find(&format!(">\n{name}\n<")).unwrap_or_else(|| panic!("no legend entry {name}"));
+        let tag = &fig.svg[fig.svg[..at].rfind("<text").unwrap()..at];
+        let y: f64 = tag.split(" y=\"").nth(1).unwrap().split('"').next().unwrap().parse().unwrap();
+        assert!(y > 560.0, "legend entry `{name}` at y = {y}, inside the plot");
+    }
 }

@@ -28,7 +28,7 @@ use burn::prelude::*;
 use burn::tensor::backend::distributed::{DistributedBackend, DistributedConfig, DistributedParamId, ReduceOperation};
 use burn::tensor::backend::AutodiffBackend;
 use exvit_data::sampler::Replica;
-use exvit_zoo::{resolve_model, MobileVit};
+use exvit_zoo::MobileVit;
 
 use crate::run::{initial_model, train_replica, Progress, ReplicaRole, RunConfig, RunError, RunSummary};
 
@@ -72,7 +72,7 @@ where
 {
     let world = devices.len();
     if world == 0 {
-        return Err(RunError::Config("data parallel needs at least one device".into()));
+        return Err(RunError::Replicas("data parallel needs at least one device".into()));
     }
     let (train, val) = cfg.validate()?;
     let classes = train.classes.len();
@@ -82,8 +82,7 @@ where
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         cfg.workers = Some((cores / world).max(1));
     }
-    let model_cfg =
-        resolve_model(&cfg.model, classes).map_err(|e| RunError::Config(format!("model `{}`: {e}", cfg.model)))?;
+    let model_cfg = cfg.model_config(classes)?;
     let initial = initial_model::<Autodiff<B>>(&cfg, classes, &devices[0])?;
     B::start_communication_server(devices, DistributedConfig { all_reduce_op: ReduceOperation::Mean });
     // The stop decision for an iteration: the first replica to ask reads the flag, the others
@@ -123,7 +122,7 @@ where
                 });
                 let _ = tx.send(Message::Done(rank, result));
             })
-            .map_err(|e| RunError::Config(format!("starting replica {rank}: {e}")))?;
+            .map_err(|e| RunError::Replicas(format!("starting replica {rank}: {e}")))?;
     }
     drop(tx);
     let mut summary = None;
@@ -144,5 +143,5 @@ where
         }
     }
     B::close_communication_server(&devices[0]);
-    summary.ok_or_else(|| RunError::Config("replica 0 ended without a result".into()))
+    summary.ok_or_else(|| RunError::Replicas("replica 0 ended without a result".into()))
 }

@@ -6,6 +6,7 @@
 
 pub mod adamw;
 pub mod checkpoint;
+pub mod config;
 #[cfg(feature = "ddp")]
 pub mod ddp;
 pub mod ema;
@@ -15,6 +16,7 @@ pub mod precision;
 pub mod run;
 pub mod schedule;
 pub mod trainer;
+pub mod writer;
 
 pub use adamw::{AdamW as ExAdamW, AdamWConfig as ExAdamWConfig, GradBuffer};
 pub use checkpoint::{load_checkpoint, save_checkpoint, CheckpointError, Position};

@@ -15,7 +15,8 @@ use burn::backend::Autodiff;
 use burn_flex::{Flex, FlexDevice};
 use exvit_data::resize::Filter;
 use exvit_data::sampler::Replica;
-use exvit_train::run::{read_metrics, train_replica, ReplicaRole, RunConfig};
+use exvit_rundir::{read_metrics, MetricKind};
+use exvit_train::run::{train_replica, ReplicaRole, RunConfig};
 use exvit_train::TrainConfig;
 use exvit_zoo::MobileVit;
 
@@ -90,8 +91,8 @@ fn replicas_train_their_shard_and_only_rank_0_writes() {
         assert!(written.iter().any(|w| w == f), "rank 0 wrote {written:?}, not {f}");
     }
     let rows = read_metrics(&out0.join("metrics.parquet")).unwrap();
-    assert_eq!(rows.iter().filter(|r| r.kind == "train").count(), 3);
-    assert!(rows.iter().all(|r| r.kind != "train" || r.batch == 4));
+    assert_eq!(rows.iter().filter(|r| r.kind == MetricKind::Train).count(), 3);
+    assert!(rows.iter().all(|r| r.kind != MetricKind::Train || r.batch == 4));
     let prov = std::fs::read_to_string(out0.join("provenance.json")).unwrap();
     assert!(prov.contains("\"replicas\": 2"), "{prov}");
     let _ = std::fs::remove_dir_all(&root);

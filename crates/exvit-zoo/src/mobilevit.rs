@@ -48,7 +48,7 @@ pub struct StageConfig {
 /// An ExShortcut: a tap on the output of `stages.{stage}` with `channels` features.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TapConfig {
+pub struct ExShortcutSpec {
     /// Index of the tapped stage.
     pub stage: usize,
     /// Features the tap adds to the classifier input.
@@ -69,7 +69,7 @@ pub struct MobileVitConfig {
     pub num_features: usize,
     /// ExShortcuts (empty for plain MobileViT).
     #[serde(default)]
-    pub exshortcuts: Vec<TapConfig>,
+    pub exshortcuts: Vec<ExShortcutSpec>,
     /// Classes of the classifier.
     #[serde(default = "default_classes")]
     pub num_classes: usize,
@@ -85,6 +85,18 @@ pub struct MobileVitConfig {
     /// Preprocessing the weights expect (timm's `pretrained_cfg`).
     #[serde(default)]
     pub pretrained: PretrainedCfg,
+}
+
+/// A model config the builder cannot build: the model, the field and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{model}: {field}: {message}")]
+pub struct InvalidConfig {
+    /// The config's name.
+    pub model: String,
+    /// The field at fault (`stages[2].transformer`).
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
 }
 
 /// Channel order of the input tensor.
@@ -115,6 +127,9 @@ pub struct PretrainedCfg {
     pub std: [f64; 3],
     /// Channel order.
     pub channel_order: ChannelOrder,
+    /// The classifier's module (timm `_cfg`'s `classifier`): `{classifier}.weight` is
+    /// `[num_classes, features]`, which is how a weights file tells its class count.
+    pub classifier: String,
     /// timm's weights tag on the Hugging Face hub, where there is one.
     pub hf_hub_id: Option<String>,
     /// ImageNet-1k top-1 (%) reported for those weights, where known.
@@ -131,6 +146,7 @@ impl Default for PretrainedCfg {
             mean: [0.0; 3],
             std: [1.0; 3],
             channel_order: ChannelOrder::Rgb,
+            classifier: "head.fc".to_string(),
             hf_hub_id: None,
             imagenet_top1: None,
         }
@@ -151,40 +167,42 @@ impl MobileVitConfig {
     }
 
     /// Checks the config for what the builder cannot build, naming the field.
-    pub fn validate(&self) -> Result<(), String> {
-        let n = &self.name;
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        let bad = |field: String, message: String| Err(InvalidConfig { model: self.name.clone(), field, message });
         if self.stem_channels == 0 || self.num_features == 0 || self.num_classes == 0 {
-            return Err(format!("{n}: stem_channels, num_features and num_classes must be positive"));
+            return bad("stem_channels, num_features, num_classes".into(), "must be positive".into());
         }
         if self.stages.is_empty() {
-            return Err(format!("{n}: `stages` is empty"));
+            return bad("stages".into(), "is empty".into());
         }
         for (i, s) in self.stages.iter().enumerate() {
             if s.channels == 0 || s.stride == 0 || s.bottle_ratio <= 0.0 {
-                return Err(format!("{n}: stages[{i}] needs positive channels, stride and bottle_ratio"));
+                return bad(format!("stages[{i}]"), "needs positive channels, stride and bottle_ratio".into());
             }
             if s.depth == 0 && i == 0 && self.stem_channels != s.channels {
-                return Err(format!("{n}: stages[0] has depth 0 but changes the width"));
+                return bad("stages[0]".into(), "has depth 0 but changes the width".into());
             }
             if let Some(t) = &s.transformer {
                 if t.dim == 0 || t.depth == 0 || t.patch_size == 0 || !t.dim.is_multiple_of(self.num_heads) {
-                    return Err(format!(
-                        "{n}: stages[{i}].transformer: dim {} must be a positive multiple of num_heads {}, with positive depth and patch_size",
-                        t.dim, self.num_heads
-                    ));
+                    return bad(
+                        format!("stages[{i}].transformer"),
+                        format!(
+                            "dim {} must be a positive multiple of num_heads {}, with positive depth and patch_size",
+                            t.dim, self.num_heads
+                        ),
+                    );
                 }
             }
         }
         for (i, t) in self.exshortcuts.iter().enumerate() {
             if t.stage >= self.stages.len() {
-                return Err(format!(
-                    "{n}: exshortcuts[{i}] taps stages.{} but there are {} stages",
-                    t.stage,
-                    self.stages.len()
-                ));
+                return bad(
+                    format!("exshortcuts[{i}]"),
+                    format!("taps stages.{} but there are {} stages", t.stage, self.stages.len()),
+                );
             }
             if t.channels == 0 {
-                return Err(format!("{n}: exshortcuts[{i}].channels must be positive"));
+                return bad(format!("exshortcuts[{i}].channels"), "must be positive".into());
             }
         }
         Ok(())
@@ -363,11 +381,20 @@ impl<B: Backend> MobileVit<B> {
         let final_conv = self.final_conv.forward(h);
         let exshortcuts: Vec<Tensor<B, 2>> =
             self.exshortcuts.iter().zip(&self.tap_stages).map(|(tap, &s)| tap.forward(stages[s].clone())).collect();
-        let mut parts = exshortcuts.clone();
-        parts.push(global_avg_pool(final_conv.clone()));
-        let pooled = if parts.len() == 1 { parts.pop().unwrap() } else { Tensor::cat(parts, 1) };
+        let pooled = Self::head_input(exshortcuts.clone(), &final_conv);
         let logits = self.head.forward(pooled.clone());
         ModelOutputs { stem, stages, final_conv, exshortcuts, pooled, logits }
+    }
+
+    /// The classifier's input: the ExShortcuts' pooled vectors, then `final_conv` pooled,
+    /// concatenated (ExMobileViT's head; plain MobileViT: the pooled `final_conv` alone).
+    fn head_input(mut shortcuts: Vec<Tensor<B, 2>>, final_conv: &Tensor<B, 4>) -> Tensor<B, 2> {
+        shortcuts.push(global_avg_pool(final_conv.clone()));
+        if shortcuts.len() == 1 {
+            shortcuts.pop().expect("one part")
+        } else {
+            Tensor::cat(shortcuts, 1)
+        }
     }
 
     /// Number of classes.
@@ -481,9 +508,8 @@ impl<B: Backend> MobileVit<B> {
                 .map(|(t, &s)| t.forward_map(stage_out[s].clone()))
                 .collect();
             if is_wanted("pooled") {
-                let mut parts: Vec<Tensor<B, 2>> = maps.iter().map(|m| global_avg_pool(m.clone())).collect();
-                parts.push(global_avg_pool(final_conv.clone()));
-                let pooled = if parts.len() == 1 { parts.pop().unwrap() } else { Tensor::cat(parts, 1) };
+                let shortcuts = maps.iter().map(|m| global_avg_pool(m.clone())).collect();
+                let pooled = Self::head_input(shortcuts, &final_conv);
                 found.push(("pooled".into(), TapOutput::Vector(pooled)));
             }
             for (i, m) in maps.into_iter().enumerate() {

@@ -6,7 +6,7 @@ use burn::prelude::*;
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::mobilevit::{MobileVit, MobileVitConfig, PretrainedCfg, StageConfig, TapConfig, TransformerConfig};
+use crate::mobilevit::{ExShortcutSpec, MobileVit, MobileVitConfig, PretrainedCfg, StageConfig, TransformerConfig};
 use crate::state::{named_tensors, TensorKind};
 
 /// Errors from the zoo.
@@ -100,7 +100,7 @@ fn variant(backbone: fn() -> MobileVitConfig, name: &str, num_features: usize) -
 /// An ExMobileViT: ExShortcuts on `stages.2` and `stages.3`, then `final_conv` → `num_features`.
 fn ex(backbone: fn() -> MobileVitConfig, name: &str, tap0: usize, tap1: usize, num_features: usize) -> MobileVitConfig {
     let mut cfg = variant(backbone, name, num_features);
-    cfg.exshortcuts = vec![TapConfig { stage: 2, channels: tap0 }, TapConfig { stage: 3, channels: tap1 }];
+    cfg.exshortcuts = vec![ExShortcutSpec { stage: 2, channels: tap0 }, ExShortcutSpec { stage: 3, channels: tap1 }];
     cfg
 }
 
@@ -198,7 +198,7 @@ pub fn resolve_model(name_or_path: &str, num_classes: usize) -> Result<MobileVit
     let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read model variant: {e}")))?;
     let mut cfg: MobileVitConfig = toml::from_str(&text).map_err(|e| err(format!("invalid model variant: {e}")))?;
     cfg.num_classes = num_classes;
-    cfg.validate().map_err(err)?;
+    cfg.validate().map_err(|e| err(e.to_string()))?;
     Ok(cfg)
 }
 

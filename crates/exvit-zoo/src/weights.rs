@@ -268,20 +268,14 @@ pub fn write_safetensors(
         .iter()
         .map(|(k, dt, s, b)| (k.clone(), TensorView::new(*dt, s.clone(), b).expect("consistent tensor view")))
         .collect();
-    let tmp = tmp_path(path);
+    let tmp = exvit_common::atomic::tmp_path(path);
     let io = |source| WeightsError::Io { path: path.into(), source };
-    safetensors::serialize_to_file(views, Some(metadata), &tmp).map_err(|e| match e {
-        safetensors::SafeTensorError::IoError(source) => io(source),
-        e => WeightsError::Format { path: path.into(), message: e.to_string() },
-    })?;
-    std::fs::rename(&tmp, path).map_err(|source| {
+    safetensors::serialize_to_file(views, Some(metadata), &tmp).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-        io(source)
-    })
-}
-
-/// `dir/.name.tmp-PID`: beside the target, so the rename stays on one file system.
-fn tmp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+        match e {
+            safetensors::SafeTensorError::IoError(source) => io(source),
+            e => WeightsError::Format { path: path.into(), message: e.to_string() },
+        }
+    })?;
+    exvit_common::atomic::commit(&tmp, path).map_err(|e| io(e.source))
 }

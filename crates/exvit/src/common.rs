@@ -1,12 +1,11 @@
-//! What several commands share: the device flag, opening a split, the pretrained config's
-//! eval preprocessing, and loading weights whatever their class count.
+//! What several commands share: the device flag, opening a split, and the preprocessing flags.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
+use exvit_data::preprocess::{DataConfig, EvalOverrides};
 use exvit_data::resize::Filter;
-use exvit_data::transform::{EvalTransform, Normalize};
 use exvit_data::Dataset;
 use exvit_zoo::{ChannelOrder, PretrainedCfg};
 
@@ -163,30 +162,23 @@ pub struct Preprocessing {
 }
 
 impl Preprocessing {
-    /// The eval transform and normalisation of `pre`, with these overrides.
-    pub fn resolve(&self, pre: &PretrainedCfg) -> Result<(EvalTransform, Normalize)> {
-        let size = self.resolution.unwrap_or(pre.input_size[1]);
-        let filter = match self.interpolation {
-            Some(f) => f,
-            None => {
-                pre.interpolation.parse().map_err(anyhow::Error::msg).context("the model's pretrained interpolation")?
-            }
-        };
-        let tf = EvalTransform::from_crop_pct(size, self.crop_pct.unwrap_or(pre.crop_pct), filter);
-        let norm = Normalize {
-            mean: pre.mean.map(|v| v as f32),
-            std: pre.std.map(|v| v as f32),
-            bgr: pre.channel_order == ChannelOrder::Bgr,
-        };
-        Ok((tf, norm))
+    /// The model's eval preprocessing (its [`PretrainedCfg`], resolved by exvit-data as timm
+    /// resolves a data config) with these overrides.
+    pub fn resolve(&self, pre: &PretrainedCfg) -> Result<DataConfig> {
+        let overrides =
+            EvalOverrides { resolution: self.resolution, crop_pct: self.crop_pct, interpolation: self.interpolation };
+        Ok(data_config(pre).context("the model's pretrained config")?.with(&overrides))
     }
 }
 
-/// Classes of a weights file's classifier (`head.fc.weight` is `[classes, features]`).
-pub fn classes_in_weights(path: &Path) -> Result<usize> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes)
-        .with_context(|| format!("{}: not safetensors", path.display()))?;
-    let t = st.tensor("head.fc.weight").with_context(|| format!("{}: no tensor `head.fc.weight`", path.display()))?;
-    Ok(t.shape()[0])
+/// exvit-data's view of a zoo model's pretrained config.
+pub fn data_config(pre: &PretrainedCfg) -> Result<DataConfig, exvit_data::DataError> {
+    DataConfig::timm(
+        pre.input_size,
+        pre.crop_pct,
+        &pre.interpolation,
+        pre.mean,
+        pre.std,
+        pre.channel_order == ChannelOrder::Bgr,
+    )
 }

@@ -424,7 +424,7 @@ fn train_in_children(a: &DemoArgs, pending: &[(RunConfig, bool)]) -> Result<()> 
 
 /// A folder-safe name for a model: the registry name, or a TOML file's stem.
 fn tag_of(model: &str) -> String {
-    let p = std::path::Path::new(model);
+    let p = Path::new(model);
     if model.ends_with(".toml") {
         p.file_stem().map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned())
     } else {

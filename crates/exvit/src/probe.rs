@@ -12,10 +12,10 @@ use exvit_probe::{
     cka_caches, extract, list_taps, probe_caches, run_probe, write_cka, write_probes, Cache, Dtype, ExtractConfig,
     Pooling, ProbeConfig, ProbeError, TapSpec,
 };
-use exvit_zoo::{load_safetensors, resolve_model, LoadMode, MobileVit};
+use exvit_zoo::{resolve_model, MobileVit, ModelWeights};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::common::{classes_in_weights, open_split, parse_device};
+use crate::common::{open_split, parse_device};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum ProbeCommand {
@@ -207,7 +207,8 @@ fn taps(a: TapsArgs) -> Result<()> {
     Ok(())
 }
 
-/// A model of `name` with `weights` (any class count) or at its seeded random init.
+/// The model `name` with `weights` (strict; the class count is the file's) or, without, its
+/// initialisation from `seed` for `classes` classes.
 pub fn load_model<B: Backend>(
     name: &str,
     weights: Option<&Path>,
@@ -215,24 +216,19 @@ pub fn load_model<B: Backend>(
     classes: usize,
     dev: &B::Device,
 ) -> Result<MobileVit<B>> {
-    let classes = match weights {
-        Some(w) => classes_in_weights(w)?,
-        None => classes,
+    let source = match weights {
+        Some(w) => ModelWeights::File(w),
+        None => ModelWeights::Init { seed },
     };
-    let mcfg = resolve_model(name, classes).with_context(|| format!("model `{name}`"))?;
-    B::seed(dev, seed);
-    let model: MobileVit<B> = mcfg.init(dev);
-    Ok(match weights {
-        Some(w) => load_safetensors(model, w, LoadMode::Strict).with_context(|| format!("loading {}", w.display()))?.0,
-        None => model,
-    })
+    exvit_zoo::load_model(name, source, classes, dev).with_context(|| format!("model `{name}`"))
 }
 
 fn extract_cmd(a: ExtractArgs) -> Result<()> {
     let device = parse_device(&a.device)?;
     let (dir, ds) = open_split(&a.data, &a.split)?;
     let mcfg = resolve_model(&a.model, 1)?;
-    let (eval, norm) = a.pre.resolve(&mcfg.pretrained)?;
+    let data = a.pre.resolve(&mcfg.pretrained)?;
+    let (eval, norm) = (data.eval_transform(), data.norm);
     let default_pool: Pooling = a.pool.parse()?;
     let dtype = a.dtype.parse::<Dtype>()?;
     let config = |tap_names: Vec<String>| -> Result<ExtractConfig> {
@@ -365,9 +361,9 @@ fn cka(a: CkaArgs) -> Result<()> {
         "linear CKA, {} images: rows {} ({}), columns {} ({})",
         first.map_or(0, |r| r.n),
         ca.manifest.model,
-        ca.manifest.weights_label(),
+        ca.manifest.weights_ref(),
         first.map_or("", |r| r.model_b.as_str()),
-        first.map_or("", |r| r.weights_b.as_str())
+        first.map_or(String::new(), |r| r.weights_b.to_string())
     );
     for (i, col) in cols_a.iter().enumerate() {
         let line: String =

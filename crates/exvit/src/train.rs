@@ -271,7 +271,8 @@ pub struct EvalArgs {
 pub fn eval(a: EvalArgs) -> Result<()> {
     let (split_dir, ds) = crate::common::open_split(&a.data, &a.split)?;
     let mcfg = resolve_model(&a.model, ds.classes.len()).with_context(|| format!("model `{}`", a.model))?;
-    let (tf, norm) = a.pre.resolve(&mcfg.pretrained)?;
+    let data = a.pre.resolve(&mcfg.pretrained)?;
+    let (tf, norm) = (data.eval_transform(), data.norm);
     let (size, filter) = (tf.crop, tf.filter);
     let device = crate::common::parse_device(&a.device)?;
     let mut lc = exvit_data::loader::LoaderConfig::new(Transform::Eval(tf), 0);

@@ -52,7 +52,7 @@ fn demo_trains_probes_and_reports_then_reuses_its_work() {
     let probes = exvit_probe::read_probes(&out.join("probes.parquet")).unwrap();
     // tiny: 11 taps + the early+head concat; tiny_ex: 13 + 1; each trained and at init.
     assert_eq!(probes.len(), 2 * (12 + 14));
-    assert!(probes.iter().any(|p| p.weights.starts_with("init(") && p.tap == "exshortcuts.1"));
+    assert!(probes.iter().any(|p| p.weights.is_init() && p.tap == "exshortcuts.1"));
     assert!(probes.iter().all(|p| (0.0..=100.0).contains(&p.top1) && p.n_train == 48 && p.n_eval == 16));
     let cka = exvit_probe::read_cka(&out.join("cka.parquet")).unwrap();
     assert!(cka.iter().any(|r| r.model_a != r.model_b), "base vs ExMobileViT CKA");
@@ -77,9 +77,9 @@ fn demo_trains_probes_and_reports_then_reuses_its_work() {
     for tag in ["tiny-s0", "tiny-s1", "tiny_ex-s0", "tiny_ex-s1"] {
         let run = out3.join("runs").join(tag);
         assert!(out3.join("runs").join(format!("{tag}.log")).is_file());
-        let metrics = exvit_train::run::read_metrics(&run.join("metrics.parquet")).unwrap();
-        let eval = metrics.iter().rev().find(|r| r.kind == "eval").unwrap();
-        let p = exvit_train::run::read_predictions(&run.join("predictions.parquet")).unwrap();
+        let metrics = exvit_rundir::read_metrics(&run.join("metrics.parquet")).unwrap();
+        let eval = metrics.iter().rev().find(|r| r.kind == exvit_rundir::MetricKind::Eval).unwrap();
+        let p = exvit_rundir::read_predictions(&run.join("predictions.parquet")).unwrap();
         assert_eq!(p.labels.len(), 16);
         let top1 = 100.0 * p.ranks.iter().filter(|&&r| r == 0).count() as f64 / 16.0;
         let top5 = 100.0 * p.ranks.iter().filter(|&&r| r < 5).count() as f64 / 16.0;
@@ -88,10 +88,10 @@ fn demo_trains_probes_and_reports_then_reuses_its_work() {
         assert_eq!(100.0 * ema.iter().filter(|&&r| r == 0).count() as f64 / 16.0, eval.ema_top1, "{tag}");
     }
     let losses = |d: &std::path::Path| -> Vec<f64> {
-        exvit_train::run::read_metrics(&d.join("runs/tiny-s0/metrics.parquet"))
+        exvit_rundir::read_metrics(&d.join("runs/tiny-s0/metrics.parquet"))
             .unwrap()
             .iter()
-            .filter(|r| r.kind == "train")
+            .filter(|r| r.kind == exvit_rundir::MetricKind::Train)
             .map(|r| r.loss)
             .collect()
     };

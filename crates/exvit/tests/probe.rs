@@ -99,7 +99,7 @@ fn taps_extract_fit_and_cka_end_to_end() {
     assert_eq!(rows.len(), 6);
     let stem = rows.iter().find(|r| r.tap == "stem").unwrap();
     assert_eq!((stem.pooling.as_str(), stem.dim, stem.n_train, stem.n_eval), ("gap", 8, 24, 24));
-    assert_eq!(stem.weights, "init(seed=3)");
+    assert_eq!(stem.weights, exvit_probe::WeightsRef::Init { seed: 3 });
     // Colour is linearly decodable from the stem's average: the probe must find it.
     assert!(stem.top1 > 90.0, "stem probe top-1 {}", stem.top1);
     assert!([1e-3, 1e-2].contains(&stem.wd));

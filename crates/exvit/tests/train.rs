@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use exvit_train::run::{read_metrics, RunConfig};
+use exvit_rundir::read_metrics;
+use exvit_train::run::RunConfig;
 
 fn exvit(args: &[&str]) -> (bool, String, String) {
     let out =
@@ -90,7 +91,7 @@ fn comparable(run: &Path) -> Vec<(String, u64, u64, String)> {
         .into_iter()
         .map(|r| {
             (
-                r.kind,
+                r.kind.as_str().to_string(),
                 r.epoch,
                 r.iteration,
                 format!("{:?} {:?} {:?} {:?} {:?} {:?}", r.lr, r.loss, r.top1, r.top5, r.ema_top1, r.batch),
@@ -140,8 +141,7 @@ fn a_run_killed_with_sigkill_resumes_to_the_same_metrics() {
     // script): the checkout's HEAD here, since cargo rebuilt it for this test.
     let prov: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(b_out.join("provenance.json")).unwrap()).unwrap();
-    let head =
-        std::process::Command::new("git").args(["-C", repo().to_str().unwrap(), "rev-parse", "HEAD"]).output().ok();
+    let head = Command::new("git").args(["-C", repo().to_str().unwrap(), "rev-parse", "HEAD"]).output().ok();
     if let Some(head) = head.filter(|o| o.status.success()) {
         assert_eq!(prov["git_commit"].as_str(), Some(String::from_utf8_lossy(&head.stdout).trim()), "{prov}");
         assert!(prov["git_dirty"].is_boolean(), "{prov}");
@@ -168,7 +168,11 @@ fn a_run_killed_with_sigkill_resumes_to_the_same_metrics() {
         "bilinear",
     ]);
     assert!(ok, "{stdout}{stderr}");
-    let last = read_metrics(&b_out.join("metrics.parquet")).unwrap().into_iter().rfind(|r| r.kind == "eval").unwrap();
+    let last = read_metrics(&b_out.join("metrics.parquet"))
+        .unwrap()
+        .into_iter()
+        .rfind(|r| r.kind == exvit_rundir::MetricKind::Eval)
+        .unwrap();
     assert!(
         stdout.contains(&format!("top-1 {:.2}%", last.top1)),
         "eval printed {stdout}, the run's last eval had top-1 {:.2}%",

@@ -2,9 +2,9 @@
 //! ImageFolder.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use exvit_zoo::{resolve_model, MobileVitConfig, TapConfig};
+use exvit_zoo::{resolve_model, ExShortcutSpec, MobileVitConfig};
 use safetensors::SafeTensors;
 
 pub type B = burn_flex::Flex;
@@ -22,7 +22,7 @@ pub fn tiny(classes: usize) -> MobileVitConfig {
 pub fn tiny_ex(classes: usize) -> MobileVitConfig {
     let mut c = tiny(classes);
     c.name = "tiny_ex".into();
-    c.exshortcuts = vec![TapConfig { stage: 2, channels: 8 }, TapConfig { stage: 3, channels: 12 }];
+    c.exshortcuts = vec![ExShortcutSpec { stage: 2, channels: 8 }, ExShortcutSpec { stage: 3, channels: 12 }];
     c
 }
 
@@ -66,27 +66,10 @@ impl Fixture {
     }
 }
 
-fn write(p: &Path, bytes: &[u8]) {
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(p, bytes).unwrap();
-}
-
-/// 3 classes × `per_class` 48x40 PNGs: noise tinted red, green or blue.
+/// 3 classes × `per_class` 48x40 PNGs: noise tinted red, green or blue
+/// ([`exvit_data::synthetic::write_tinted_dataset`]).
 pub fn tinted_dataset(tag: &str, per_class: u32) -> PathBuf {
     let root = std::env::temp_dir().join(format!("exvit-probe-{tag}-{}", std::process::id())).join("train");
     let _ = std::fs::remove_dir_all(&root);
-    for c in 0..3usize {
-        for i in 0..per_class {
-            let img = image::RgbImage::from_fn(48, 40, |x, y| {
-                let noise = ((x * 31 + y * 17 + i * 7) % 64) as u8;
-                let mut p = [noise; 3];
-                p[c] = p[c].saturating_add(150);
-                image::Rgb(p)
-            });
-            let mut buf = std::io::Cursor::new(Vec::new());
-            image::DynamicImage::ImageRgb8(img).write_to(&mut buf, image::ImageFormat::Png).unwrap();
-            write(&root.join(format!("c{c}/{i}.png")), &buf.into_inner());
-        }
-    }
-    root
+    exvit_data::synthetic::write_tinted_dataset(&root, per_class, 48, 40).unwrap()
 }

@@ -3,17 +3,16 @@
 
 use std::path::PathBuf;
 
-use exvit_probe::{CkaRow, ProbeRow};
 use exvit_report::{Inputs, Run};
-use exvit_train::run::{MetricRow, Predictions};
+use exvit_rundir::{CkaRow, MetricKind, MetricRow, Predictions, ProbeRow, Provenance};
 
 pub const MODELS: [&str; 3] = ["mobilevit_xxs", "exmobilevit_xxs", "mobilevit_xxs_head432"];
 /// Final top-1 per model and seed (0, 1).
 pub const TOP1: [[f64; 2]; 3] = [[60.0, 62.0], [61.0, 64.0], [60.5, 61.5]];
 
-fn row(kind: &str, epoch: u64, it: u64, loss: f64, top1: f64) -> MetricRow {
+fn row(kind: MetricKind, epoch: u64, it: u64, loss: f64, top1: f64) -> MetricRow {
     MetricRow {
-        kind: kind.into(),
+        kind,
         epoch,
         iteration: it,
         lr: 1e-3,
@@ -22,7 +21,7 @@ fn row(kind: &str, epoch: u64, it: u64, loss: f64, top1: f64) -> MetricRow {
         top5: (top1 + 25.0).min(100.0),
         ema_top1: top1 - 3.0,
         ema_top5: (top1 + 20.0).min(100.0),
-        img_per_s: if kind == "train" { 300.0 } else { 0.0 },
+        img_per_s: if kind == MetricKind::Train { 300.0 } else { 0.0 },
         resolution: 32,
         batch: 64,
     }
@@ -50,7 +49,7 @@ pub fn inputs() -> Inputs {
             for e in 0..4u64 {
                 for s in 0..5u64 {
                     metrics.push(row(
-                        "train",
+                        MetricKind::Train,
                         e,
                         e * 5 + s + 1,
                         2.3 - 0.4 * e as f64 - 0.02 * s as f64 + 0.05 * m as f64,
@@ -58,7 +57,13 @@ pub fn inputs() -> Inputs {
                     ));
                 }
                 let frac = (e + 1) as f64 / 4.0;
-                metrics.push(row("eval", e, (e + 1) * 5, 2.2 - 0.35 * e as f64, TOP1[m][seed as usize] * frac));
+                metrics.push(row(
+                    MetricKind::Eval,
+                    e,
+                    (e + 1) * 5,
+                    2.2 - 0.35 * e as f64,
+                    TOP1[m][seed as usize] * frac,
+                ));
             }
             runs.push(Run {
                 dir: PathBuf::from(format!("runs/{model}-s{seed}")),
@@ -66,10 +71,16 @@ pub fn inputs() -> Inputs {
                 seed,
                 config_text: format!("model = \"{model}\"\nseed = {seed}\n"),
                 metrics,
-                provenance: Some(
-                    serde_json::json!({"git_commit": "abc123", "config_hash": "00ff", "exvit_version": "0.1.0",
-                    "burn_version": "0.21.0", "cpu": "Test CPU", "threads": 2, "wall_seconds_this_process": 61.5}),
-                ),
+                provenance: Some(Provenance {
+                    git_commit: Some("abc123".into()),
+                    config_hash: Some("00ff".into()),
+                    exvit_version: Some("0.1.0".into()),
+                    burn_version: Some("0.21.0".into()),
+                    cpu: Some("Test CPU".into()),
+                    threads: Some(2),
+                    wall_seconds_this_process: Some(61.5),
+                    ..Default::default()
+                }),
                 params: Some(1_272_024 + m as u64 * 10_000),
                 predictions: Some(predictions(TOP1[m][seed as usize])),
             });
@@ -80,7 +91,8 @@ pub fn inputs() -> Inputs {
     for (m, model) in MODELS.iter().enumerate().take(2) {
         for weights in ["runs/w.safetensors", "init(seed=0)"] {
             for (i, tap) in taps.iter().enumerate() {
-                let top1 = if weights.starts_with("init") { 30.0 - i as f64 } else { 35.0 + 5.0 * i as f64 + m as f64 };
+                let top1 =
+                    if weights.starts_with("init(") { 30.0 - i as f64 } else { 35.0 + 5.0 * i as f64 + m as f64 };
                 probes.push(ProbeRow {
                     model: model.to_string(),
                     weights: weights.into(),

@@ -2,21 +2,21 @@
 //! pair of feature sets). Writing appends to an existing table (read, extend, rewrite through a
 //! temporary file and a rename), so several `exvit probe fit` calls build one table.
 
-use std::fs::File;
 use std::path::Path;
 
 use polars::prelude::*;
-use serde::{Deserialize, Serialize};
 
-use crate::error::{write_atomic, ProbeError};
+use crate::error::RunDirError;
+use crate::parquet::{self, nums, strs};
+use crate::weights::WeightsRef;
 
 /// One probe.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProbeRow {
     /// Model (registry name or config path).
     pub model: String,
-    /// Weights file (`init` for the random initialisation).
-    pub weights: String,
+    /// The weights its features came from.
+    pub weights: WeightsRef,
     /// Tap, or taps joined by `+` for a combination.
     pub tap: String,
     /// Pooling (joined by `+` for a combination).
@@ -39,19 +39,26 @@ pub struct ProbeRow {
     pub seconds: f64,
 }
 
+impl ProbeRow {
+    /// Whether the row probes a combination of taps (`a+b`).
+    pub fn is_combination(&self) -> bool {
+        self.tap.contains('+')
+    }
+}
+
 /// Linear CKA between two feature sets over the same images.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CkaRow {
     /// First model.
     pub model_a: String,
     /// Its weights.
-    pub weights_a: String,
+    pub weights_a: WeightsRef,
     /// Its column (`tap:pooling`).
     pub tap_a: String,
     /// Second model.
     pub model_b: String,
     /// Its weights.
-    pub weights_b: String,
+    pub weights_b: WeightsRef,
     /// Its column.
     pub tap_b: String,
     /// Images.
@@ -60,38 +67,19 @@ pub struct CkaRow {
     pub cka: f64,
 }
 
-fn s(name: &str, v: Vec<String>) -> Column {
-    Column::new(name.into(), v)
-}
-
-fn append(path: &Path, mut df: DataFrame) -> Result<(), ProbeError> {
-    if path.exists() {
-        let old = ParquetReader::new(File::open(path).map_err(ProbeError::io(path))?)
-            .finish()
-            .map_err(ProbeError::table(path))?;
-        if old.schema() != df.schema() {
-            return Err(ProbeError::Table {
-                path: path.to_path_buf(),
-                message: "exists with other columns; write to another file".into(),
-            });
-        }
-        df = old.vstack(&df).map_err(ProbeError::table(path))?;
-    }
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(ProbeError::io(parent))?;
-    }
-    write_atomic(path, |f| ParquetWriter::new(f).finish(&mut df).map(|_| ()).map_err(ProbeError::table(path)))
+fn s(name: &str, v: impl Iterator<Item = String>) -> Column {
+    Column::new(name.into(), v.collect::<Vec<_>>())
 }
 
 /// Appends `rows` to the probes table at `path`.
-pub fn write_probes(path: &Path, rows: &[ProbeRow]) -> Result<(), ProbeError> {
+pub fn write_probes(path: &Path, rows: &[ProbeRow]) -> Result<(), RunDirError> {
     let df = DataFrame::new(
         rows.len(),
         vec![
-            s("model", rows.iter().map(|r| r.model.clone()).collect()),
-            s("weights", rows.iter().map(|r| r.weights.clone()).collect()),
-            s("tap", rows.iter().map(|r| r.tap.clone()).collect()),
-            s("pooling", rows.iter().map(|r| r.pooling.clone()).collect()),
+            s("model", rows.iter().map(|r| r.model.clone())),
+            s("weights", rows.iter().map(|r| r.weights.to_string())),
+            s("tap", rows.iter().map(|r| r.tap.clone())),
+            s("pooling", rows.iter().map(|r| r.pooling.clone())),
             Column::new("dim".into(), rows.iter().map(|r| r.dim).collect::<Vec<_>>()),
             Column::new("wd".into(), rows.iter().map(|r| r.wd).collect::<Vec<_>>()),
             Column::new("top1".into(), rows.iter().map(|r| r.top1).collect::<Vec<_>>()),
@@ -102,49 +90,32 @@ pub fn write_probes(path: &Path, rows: &[ProbeRow]) -> Result<(), ProbeError> {
             Column::new("seconds".into(), rows.iter().map(|r| r.seconds).collect::<Vec<_>>()),
         ],
     )
-    .map_err(ProbeError::table(path))?;
-    append(path, df)
+    .map_err(|e| RunDirError::format(path)(e.to_string()))?;
+    parquet::append(path, df)
 }
 
 /// Appends `rows` to the CKA table at `path`.
-pub fn write_cka(path: &Path, rows: &[CkaRow]) -> Result<(), ProbeError> {
+pub fn write_cka(path: &Path, rows: &[CkaRow]) -> Result<(), RunDirError> {
     let df = DataFrame::new(
         rows.len(),
         vec![
-            s("model_a", rows.iter().map(|r| r.model_a.clone()).collect()),
-            s("weights_a", rows.iter().map(|r| r.weights_a.clone()).collect()),
-            s("tap_a", rows.iter().map(|r| r.tap_a.clone()).collect()),
-            s("model_b", rows.iter().map(|r| r.model_b.clone()).collect()),
-            s("weights_b", rows.iter().map(|r| r.weights_b.clone()).collect()),
-            s("tap_b", rows.iter().map(|r| r.tap_b.clone()).collect()),
+            s("model_a", rows.iter().map(|r| r.model_a.clone())),
+            s("weights_a", rows.iter().map(|r| r.weights_a.to_string())),
+            s("tap_a", rows.iter().map(|r| r.tap_a.clone())),
+            s("model_b", rows.iter().map(|r| r.model_b.clone())),
+            s("weights_b", rows.iter().map(|r| r.weights_b.to_string())),
+            s("tap_b", rows.iter().map(|r| r.tap_b.clone())),
             Column::new("n".into(), rows.iter().map(|r| r.n).collect::<Vec<_>>()),
             Column::new("cka".into(), rows.iter().map(|r| r.cka).collect::<Vec<_>>()),
         ],
     )
-    .map_err(ProbeError::table(path))?;
-    append(path, df)
-}
-
-fn read(path: &Path) -> Result<DataFrame, ProbeError> {
-    ParquetReader::new(File::open(path).map_err(ProbeError::io(path))?).finish().map_err(ProbeError::table(path))
-}
-
-fn strs(df: &DataFrame, path: &Path, name: &str) -> Result<Vec<String>, ProbeError> {
-    let c = df.column(name).map_err(ProbeError::table(path))?;
-    let ca = c.str().map_err(ProbeError::table(path))?;
-    Ok((0..ca.len()).map(|i| ca.get(i).unwrap_or_default().to_string()).collect())
-}
-
-fn nums<T: PolarsNumericType>(df: &DataFrame, path: &Path, name: &str) -> Result<Vec<T::Native>, ProbeError> {
-    let c = df.column(name).map_err(ProbeError::table(path))?;
-    let c = c.cast(&T::get_static_dtype()).map_err(ProbeError::table(path))?;
-    let ca: &ChunkedArray<T> = c.as_materialized_series().unpack::<T>().map_err(ProbeError::table(path))?;
-    Ok(ca.into_no_null_iter().collect())
+    .map_err(|e| RunDirError::format(path)(e.to_string()))?;
+    parquet::append(path, df)
 }
 
 /// Reads a probes table.
-pub fn read_probes(path: &Path) -> Result<Vec<ProbeRow>, ProbeError> {
-    let df = read(path)?;
+pub fn read_probes(path: &Path) -> Result<Vec<ProbeRow>, RunDirError> {
+    let df = parquet::read(path)?;
     let (model, weights, tap, pooling) =
         (strs(&df, path, "model")?, strs(&df, path, "weights")?, strs(&df, path, "tap")?, strs(&df, path, "pooling")?);
     let dim = nums::<UInt32Type>(&df, path, "dim")?;
@@ -158,7 +129,7 @@ pub fn read_probes(path: &Path) -> Result<Vec<ProbeRow>, ProbeError> {
     Ok((0..df.height())
         .map(|i| ProbeRow {
             model: model[i].clone(),
-            weights: weights[i].clone(),
+            weights: WeightsRef::from(weights[i].as_str()),
             tap: tap[i].clone(),
             pooling: pooling[i].clone(),
             dim: dim[i],
@@ -174,8 +145,8 @@ pub fn read_probes(path: &Path) -> Result<Vec<ProbeRow>, ProbeError> {
 }
 
 /// Reads a CKA table.
-pub fn read_cka(path: &Path) -> Result<Vec<CkaRow>, ProbeError> {
-    let df = read(path)?;
+pub fn read_cka(path: &Path) -> Result<Vec<CkaRow>, RunDirError> {
+    let df = parquet::read(path)?;
     let (ma, wa, ta) = (strs(&df, path, "model_a")?, strs(&df, path, "weights_a")?, strs(&df, path, "tap_a")?);
     let (mb, wb, tb) = (strs(&df, path, "model_b")?, strs(&df, path, "weights_b")?, strs(&df, path, "tap_b")?);
     let n = nums::<UInt32Type>(&df, path, "n")?;
@@ -183,10 +154,10 @@ pub fn read_cka(path: &Path) -> Result<Vec<CkaRow>, ProbeError> {
     Ok((0..df.height())
         .map(|i| CkaRow {
             model_a: ma[i].clone(),
-            weights_a: wa[i].clone(),
+            weights_a: WeightsRef::from(wa[i].as_str()),
             tap_a: ta[i].clone(),
             model_b: mb[i].clone(),
-            weights_b: wb[i].clone(),
+            weights_b: WeightsRef::from(wb[i].as_str()),
             tap_b: tb[i].clone(),
             n: n[i],
             cka: cka[i],

@@ -1,0 +1,30 @@
+//! exvit-common: the one home of the small helpers every exvit crate needs, with no
+//! dependency beyond the standard library.
+//!
+//! - [`atomic`]: write a file through a temporary file beside it and a rename, so that nothing
+//!   half-written is ever left under the final name (checkpoints, caches, tables, reports).
+//! - [`hash`]: FNV-1a, 64 bits, for fingerprints of configs, files and keys (not cryptographic).
+//! - [`rng`]: SplitMix64 (Steele, Lea & Flood 2014), the seeded generator behind exvit's
+//!   reproducible draws.
+//!
+//! # Example
+//! ```
+//! use exvit_common::{atomic::write_bytes_atomic, hash::fnv1a64, rng::SplitMix64};
+//!
+//! let dir = std::env::temp_dir().join(format!("exvit-common-doc-{}", std::process::id()));
+//! std::fs::create_dir_all(&dir).unwrap();
+//! write_bytes_atomic(&dir.join("hello.txt"), b"hello").unwrap();
+//! assert_eq!(std::fs::read(dir.join("hello.txt")).unwrap(), b"hello");
+//! assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
+//! let mut rng = SplitMix64::new(1234567);
+//! assert_eq!(rng.next_u64(), 6457827717110365317);
+//! # std::fs::remove_dir_all(&dir).unwrap();
+//! ```
+
+pub mod atomic;
+pub mod hash;
+pub mod rng;
+
+pub use atomic::{try_write_atomic, write_atomic, write_bytes_atomic, FileError};
+pub use hash::{fnv1a64, Fnv};
+pub use rng::SplitMix64;

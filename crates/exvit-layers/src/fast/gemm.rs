@@ -1,0 +1,76 @@
+//! Strided f32 gemm (the `gemm` crate) on rayon's pool, and the shared output pointer.
+
+/// A raw pointer that rayon tasks may share: each task writes a disjoint set of elements.
+#[derive(Clone, Copy)]
+pub(super) struct Shared(pub(super) *mut f32);
+// SAFETY: only used to write disjoint elements from different tasks (see each use).
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+impl Shared {
+    /// The pointer, offset (a method, so that closures capture the whole `Shared`).
+    pub(super) fn at(self, offset: usize) -> *mut f32 {
+        // SAFETY: callers stay inside the allocation.
+        unsafe { self.0.add(offset) }
+    }
+}
+
+/// `dst[m×n] (+)= beta · lhs[m×k] · rhs[k×n]`, each matrix given by its pointer and its
+/// (column, row) strides in elements; single-threaded (the tasks are the parallelism).
+///
+/// # Safety
+/// Every pointer with its strides must address valid elements; `dst` must not alias the others.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn matmul(
+    mnk: (usize, usize, usize),
+    dst: *mut f32,
+    dst_s: (usize, usize),
+    accumulate: bool,
+    lhs: *const f32,
+    lhs_s: (usize, usize),
+    rhs: *const f32,
+    rhs_s: (usize, usize),
+    beta: f32,
+) {
+    matmul_threads(mnk, dst, dst_s, accumulate, lhs, lhs_s, rhs, rhs_s, beta, 1)
+}
+
+/// [`matmul`] on `threads` of rayon's pool (gemm splits the output; one thread: no pool).
+///
+/// # Safety
+/// As [`matmul`].
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn matmul_threads(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    (dst_cs, dst_rs): (usize, usize),
+    accumulate: bool,
+    lhs: *const f32,
+    (lhs_cs, lhs_rs): (usize, usize),
+    rhs: *const f32,
+    (rhs_cs, rhs_rs): (usize, usize),
+    beta: f32,
+    threads: usize,
+) {
+    let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        dst_cs as isize,
+        dst_rs as isize,
+        accumulate,
+        lhs,
+        lhs_cs as isize,
+        lhs_rs as isize,
+        rhs,
+        rhs_cs as isize,
+        rhs_rs as isize,
+        1.0,
+        beta,
+        false,
+        false,
+        false,
+        parallelism,
+    )
+}

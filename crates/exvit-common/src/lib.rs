@@ -1,9 +1,11 @@
-//! exvit-common: the one home of the small helpers every exvit crate needs, with no
-//! dependency beyond the standard library.
+//! exvit-common: the one home of the small helpers and shared vocabulary types every exvit
+//! crate needs, with no dependency beyond the standard library and serde.
 //!
 //! - [`atomic`]: write a file through a temporary file beside it and a rename, so that nothing
 //!   half-written is ever left under the final name (checkpoints, caches, tables, reports).
 //! - [`hash`]: FNV-1a, 64 bits, for fingerprints of configs, files and keys (not cryptographic).
+//! - [`pretrained`]: timm's `pretrained_cfg` (input size, crop, interpolation, mean/std,
+//!   classifier key), shared by the zoo and the data pipeline.
 //! - [`rng`]: SplitMix64 (Steele, Lea & Flood 2014), the seeded generator behind exvit's
 //!   reproducible draws.
 //!
@@ -23,6 +25,7 @@
 
 pub mod atomic;
 pub mod hash;
+pub mod pretrained;
 pub mod rng;
 
 pub use atomic::{try_write_atomic, write_atomic, write_bytes_atomic, FileError};

@@ -1,8 +1,10 @@
 //! A model's evaluation preprocessing, as timm resolves it (`timm.data.resolve_data_config`
 //! then `create_transform(is_training=False)`): input size, crop fraction, interpolation, mean
 //! and std, with the user's overrides applied. The model zoo describes its weights' expectations
-//! in plain values (exvit-zoo's `PretrainedCfg`); this turns them into the loader's transform
-//! and normalisation, so no caller writes that glue.
+//! as a [`PretrainedCfg`] (exvit-common); [`DataConfig::from_pretrained`] turns it into the
+//! loader's transform and normalisation, so no caller writes that glue.
+
+use exvit_common::pretrained::{ChannelOrder, PretrainedCfg};
 
 use crate::decode::{DecodeError, DEFAULT_MAX_PIXELS};
 use crate::resize::Filter;
@@ -70,6 +72,13 @@ impl DataConfig {
             interpolation,
             norm: Normalize { mean: mean.map(|v| v as f32), std: std.map(|v| v as f32), bgr },
         })
+    }
+
+    /// A model's eval preprocessing from its pretrained config (what the zoo stores for each
+    /// model): [`DataConfig::timm`] of its fields.
+    pub fn from_pretrained(pre: &PretrainedCfg) -> Result<Self, DataError> {
+        let bgr = pre.channel_order == ChannelOrder::Bgr;
+        DataConfig::timm(pre.input_size, pre.crop_pct, &pre.interpolation, pre.mean, pre.std, bgr)
     }
 
     /// This config with `o`'s values where they are set.

@@ -20,7 +20,7 @@ use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use burn_flex::{Flex, FlexDevice};
 use exvit_data::preprocess::DataConfig;
-use exvit_zoo::{load_model, resolve_model, ChannelOrder, ModelWeights};
+use exvit_zoo::{load_model, resolve_model, ModelWeights};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -53,14 +53,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => load_model::<Flex>(&model, ModelWeights::Init { seed: 0 }, 1000, &dev)?,
     };
     let pre = resolve_model(&model, net.num_classes())?.pretrained;
-    let data = DataConfig::timm(
-        pre.input_size,
-        pre.crop_pct,
-        &pre.interpolation,
-        pre.mean,
-        pre.std,
-        pre.channel_order == ChannelOrder::Bgr,
-    )?;
+    let data = DataConfig::from_pretrained(&pre)?;
     let pixels = data.preprocess(&std::fs::read(&image)?)?;
     let x = Tensor::<Flex, 4>::from_data(TensorData::new(pixels, [1, 3, data.size, data.size]), &dev);
     let probs: Vec<f32> = softmax(net.forward(x), 1).into_data().to_vec().map_err(|e| format!("{e:?}"))?;

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use exvit_data::preprocess::{DataConfig, EvalOverrides};
 use exvit_data::resize::Filter;
 use exvit_data::Dataset;
-use exvit_zoo::{ChannelOrder, PretrainedCfg};
+use exvit_zoo::PretrainedCfg;
 
 /// Where a command computes: `--device cpu` (burn's flex backend) or `--device cuda[:N]`
 /// (burn's CUDA backend, with the `cuda` feature).
@@ -162,23 +162,10 @@ pub struct Preprocessing {
 }
 
 impl Preprocessing {
-    /// The model's eval preprocessing (its [`PretrainedCfg`], resolved by exvit-data as timm
-    /// resolves a data config) with these overrides.
+    /// The model's eval preprocessing ([`DataConfig::from_pretrained`]) with these overrides.
     pub fn resolve(&self, pre: &PretrainedCfg) -> Result<DataConfig> {
         let overrides =
             EvalOverrides { resolution: self.resolution, crop_pct: self.crop_pct, interpolation: self.interpolation };
-        Ok(data_config(pre).context("the model's pretrained config")?.with(&overrides))
+        Ok(DataConfig::from_pretrained(pre).context("the model's pretrained config")?.with(&overrides))
     }
-}
-
-/// exvit-data's view of a zoo model's pretrained config.
-pub fn data_config(pre: &PretrainedCfg) -> Result<DataConfig, exvit_data::DataError> {
-    DataConfig::timm(
-        pre.input_size,
-        pre.crop_pct,
-        &pre.interpolation,
-        pre.mean,
-        pre.std,
-        pre.channel_order == ChannelOrder::Bgr,
-    )
 }

@@ -4,6 +4,7 @@
 //! - [`atomic`]: write a file through a temporary file beside it and a rename, so that nothing
 //!   half-written is ever left under the final name (checkpoints, caches, tables, reports).
 //! - [`hash`]: FNV-1a, 64 bits, for fingerprints of configs, files and keys (not cryptographic).
+//! - [`keys`]: which timm keys are buffers, not parameters.
 //! - [`pretrained`]: timm's `pretrained_cfg` (input size, crop, interpolation, mean/std,
 //!   classifier key), shared by the zoo and the data pipeline.
 //! - [`rng`]: SplitMix64 (Steele, Lea & Flood 2014), the seeded generator behind exvit's
@@ -25,9 +26,11 @@
 
 pub mod atomic;
 pub mod hash;
+pub mod keys;
 pub mod pretrained;
 pub mod rng;
 
 pub use atomic::{try_write_atomic, write_atomic, write_bytes_atomic, FileError};
 pub use hash::{fnv1a64, Fnv};
+pub use keys::is_buffer_key;
 pub use rng::SplitMix64;

@@ -6,11 +6,7 @@ use exvit_common::FileError;
 
 use crate::error::RunDirError;
 
-/// Whether a timm key names a buffer rather than a learned parameter (BatchNorm's running
-/// statistics and batch counter), as timm's `model.parameters()` leaves them out.
-pub fn is_buffer_key(key: &str) -> bool {
-    key.ends_with("running_mean") || key.ends_with("running_var") || key.ends_with("num_batches_tracked")
-}
+pub use exvit_common::is_buffer_key;
 
 /// Learned parameters in a safetensors file (every tensor but the buffers, [`is_buffer_key`]).
 /// Reads only the file's JSON header, so a large checkpoint costs nothing to count.

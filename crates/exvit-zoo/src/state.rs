@@ -21,9 +21,10 @@ pub enum TensorKind {
 impl TensorKind {
     /// The kind of the tensor stored under `key`, from its last component.
     pub fn of(key: &str) -> Self {
-        match key.rsplit('.').next() {
-            Some("running_mean" | "running_var" | "num_batches_tracked") => TensorKind::Buffer,
-            _ => TensorKind::Param,
+        if exvit_common::is_buffer_key(key) {
+            TensorKind::Buffer
+        } else {
+            TensorKind::Param
         }
     }
 }
@@ -71,6 +72,60 @@ impl PathStack {
     }
 }
 
+/// What a walk over a module's float tensors does with each, given its timm key.
+trait KeyedVisit<B: Backend> {
+    fn float<const D: usize>(&mut self, key: String, param: &Param<Tensor<B, D>>);
+}
+
+/// What a map over a module's float tensors does with each, given its timm key.
+trait KeyedMap<B: Backend> {
+    fn float<const D: usize>(&mut self, key: String, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>>;
+}
+
+/// The one [`ModuleVisitor`] / [`ModuleMapper`]: it keeps the path (enum variants left out) and
+/// hands each float tensor to `inner` with its key.
+struct Keyed<V> {
+    path: PathStack,
+    inner: V,
+}
+
+impl<V> Keyed<V> {
+    fn new(inner: V) -> Self {
+        Keyed { path: PathStack::default(), inner }
+    }
+}
+
+impl<B: Backend, V: KeyedVisit<B>> ModuleVisitor<B> for Keyed<V> {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.enter(name, container_type);
+    }
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.exit();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        self.inner.float(self.path.key(), param);
+    }
+}
+
+impl<B: Backend, V: KeyedMap<B>> ModuleMapper<B> for Keyed<V> {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.enter(name, container_type);
+    }
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.exit();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        self.inner.float(self.path.key(), param)
+    }
+}
+
+/// Walks `module` with `inner` and returns it.
+fn visit_keyed<B: Backend, M: Module<B>, V: KeyedVisit<B>>(module: &M, inner: V) -> V {
+    let mut k = Keyed::new(inner);
+    module.visit(&mut k);
+    k.inner
+}
+
 /// Applies the pending updates of every `RunningState` (BN statistics).
 ///
 /// burn's `RunningState::update` parks a train-mode update per thread and applies it at the next
@@ -81,20 +136,11 @@ fn sync_running_states<B: Backend, M: Module<B>>(module: &M) {
     let _ = module.clone().into_record();
 }
 
-struct Collector {
-    path: PathStack,
-    out: Vec<NamedTensor>,
-}
+struct Collector(Vec<NamedTensor>);
 
-impl<B: Backend> ModuleVisitor<B> for Collector {
-    fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.path.enter(name, container_type);
-    }
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.exit();
-    }
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        self.out.push(NamedTensor { key: self.path.key(), data: param.val().into_data() });
+impl<B: Backend> KeyedVisit<B> for Collector {
+    fn float<const D: usize>(&mut self, key: String, param: &Param<Tensor<B, D>>) {
+        self.0.push(NamedTensor { key, data: param.val().into_data() });
     }
 }
 
@@ -102,26 +148,14 @@ impl<B: Backend> ModuleVisitor<B> for Collector {
 /// keyed as in timm.
 pub fn named_tensors<B: Backend, M: Module<B>>(module: &M) -> Vec<NamedTensor> {
     sync_running_states(module);
-    let mut c = Collector { path: PathStack::default(), out: Vec::new() };
-    module.visit(&mut c);
-    c.out
+    visit_keyed(module, Collector(Vec::new())).0
 }
 
-struct Updater<F> {
-    path: PathStack,
-    f: F,
-}
+struct Updater<F>(F);
 
-impl<B: Backend, F: FnMut(&str, &[usize]) -> Option<TensorData>> ModuleMapper<B> for Updater<F> {
-    fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.path.enter(name, container_type);
-    }
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.exit();
-    }
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        let key = self.path.key();
-        let f = &mut self.f;
+impl<B: Backend, F: FnMut(&str, &[usize]) -> Option<TensorData>> KeyedMap<B> for Updater<F> {
+    fn float<const D: usize>(&mut self, key: String, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let f = &mut self.0;
         param.map(|t| {
             let dims = t.dims();
             match f(&key, &dims) {
@@ -147,7 +181,7 @@ impl<B: Backend, F: FnMut(&str, &[usize]) -> Option<TensorData>> ModuleMapper<B>
 /// When `f` returns data whose shape differs from `shape` (callers validate first).
 pub fn update_named<B: Backend, M: Module<B>>(module: M, f: impl FnMut(&str, &[usize]) -> Option<TensorData>) -> M {
     sync_running_states(&module);
-    module.map(&mut Updater { path: PathStack::default(), f })
+    module.map(&mut Keyed::new(Updater(f)))
 }
 
 /// Number of learned values (`TensorKind::Param`), as timm's
@@ -158,21 +192,14 @@ pub fn count_params<B: Backend, M: Module<B>>(module: &M) -> usize {
 }
 
 struct GradCollector<'a, B: AutodiffBackend> {
-    path: PathStack,
     grads: &'a B::Gradients,
     out: Vec<(String, Option<TensorData>)>,
 }
 
-impl<B: AutodiffBackend> ModuleVisitor<B> for GradCollector<'_, B> {
-    fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.path.enter(name, container_type);
-    }
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.exit();
-    }
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        if TensorKind::of(&self.path.key()) == TensorKind::Param {
-            self.out.push((self.path.key(), param.val().grad(self.grads).map(|g| g.into_data())));
+impl<B: AutodiffBackend> KeyedVisit<B> for GradCollector<'_, B> {
+    fn float<const D: usize>(&mut self, key: String, param: &Param<Tensor<B, D>>) {
+        if TensorKind::of(&key) == TensorKind::Param {
+            self.out.push((key, param.val().grad(self.grads).map(|g| g.into_data())));
         }
     }
 }
@@ -183,27 +210,16 @@ pub fn named_grads<B: AutodiffBackend, M: Module<B>>(
     module: &M,
     grads: &B::Gradients,
 ) -> Vec<(String, Option<TensorData>)> {
-    let mut c = GradCollector { path: PathStack::default(), grads, out: Vec::new() };
-    module.visit(&mut c);
-    c.out
+    visit_keyed(module, GradCollector::<B> { grads, out: Vec::new() }).out
 }
 
-struct FlatCollector<B: Backend> {
-    path: PathStack,
-    out: Vec<(String, Tensor<B, 1>)>,
-}
+struct FlatCollector<B: Backend>(Vec<(String, Tensor<B, 1>)>);
 
-impl<B: Backend> ModuleVisitor<B> for FlatCollector<B> {
-    fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.path.enter(name, container_type);
-    }
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.exit();
-    }
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+impl<B: Backend> KeyedVisit<B> for FlatCollector<B> {
+    fn float<const D: usize>(&mut self, key: String, param: &Param<Tensor<B, D>>) {
         let t = param.val();
         let n = t.shape().num_elements();
-        self.out.push((self.path.key(), t.reshape([n])));
+        self.0.push((key, t.reshape([n])));
     }
 }
 
@@ -212,26 +228,14 @@ impl<B: Backend> ModuleVisitor<B> for FlatCollector<B> {
 /// engine's optimiser, EMA and gradient buffers work on these.
 pub fn flat_tensors<B: Backend, M: Module<B>>(module: &M) -> Vec<(String, Tensor<B, 1>)> {
     sync_running_states(module);
-    let mut c = FlatCollector { path: PathStack::default(), out: Vec::new() };
-    module.visit(&mut c);
-    c.out
+    visit_keyed(module, FlatCollector(Vec::new())).0
 }
 
-struct FlatMapper<F> {
-    path: PathStack,
-    f: F,
-}
+struct FlatMapper<F>(F);
 
-impl<B: Backend, F: FnMut(&str, Tensor<B, 1>) -> Option<Tensor<B, 1>>> ModuleMapper<B> for FlatMapper<F> {
-    fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.path.enter(name, container_type);
-    }
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.exit();
-    }
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        let key = self.path.key();
-        let f = &mut self.f;
+impl<B: Backend, F: FnMut(&str, Tensor<B, 1>) -> Option<Tensor<B, 1>>> KeyedMap<B> for FlatMapper<F> {
+    fn float<const D: usize>(&mut self, key: String, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let f = &mut self.0;
         param.map(|t| {
             let dims = t.dims();
             let n = t.shape().num_elements();
@@ -256,27 +260,20 @@ impl<B: Backend, F: FnMut(&str, Tensor<B, 1>) -> Option<Tensor<B, 1>>> ModuleMap
 /// (same length) or `None` to keep the tensor. Parameter ids and `require_grad` are kept.
 pub fn map_flat<B: Backend, M: Module<B>>(module: M, f: impl FnMut(&str, Tensor<B, 1>) -> Option<Tensor<B, 1>>) -> M {
     sync_running_states(&module);
-    module.map(&mut FlatMapper { path: PathStack::default(), f })
+    module.map(&mut Keyed::new(FlatMapper(f)))
 }
 
 struct FlatGradCollector<'a, B: AutodiffBackend> {
-    path: PathStack,
     grads: &'a B::Gradients,
     out: Vec<(String, Tensor<B::InnerBackend, 1>)>,
 }
 
-impl<B: AutodiffBackend> ModuleVisitor<B> for FlatGradCollector<'_, B> {
-    fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.path.enter(name, container_type);
-    }
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.exit();
-    }
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        if TensorKind::of(&self.path.key()) == TensorKind::Param {
+impl<B: AutodiffBackend> KeyedVisit<B> for FlatGradCollector<'_, B> {
+    fn float<const D: usize>(&mut self, key: String, param: &Param<Tensor<B, D>>) {
+        if TensorKind::of(&key) == TensorKind::Param {
             if let Some(g) = param.val().grad(self.grads) {
                 let n = g.shape().num_elements();
-                self.out.push((self.path.key(), g.reshape([n])));
+                self.out.push((key, g.reshape([n])));
             }
         }
     }
@@ -288,7 +285,5 @@ pub fn flat_grads<B: AutodiffBackend, M: Module<B>>(
     module: &M,
     grads: &B::Gradients,
 ) -> Vec<(String, Tensor<B::InnerBackend, 1>)> {
-    let mut c = FlatGradCollector { path: PathStack::default(), grads, out: Vec::new() };
-    module.visit(&mut c);
-    c.out
+    visit_keyed(module, FlatGradCollector::<B> { grads, out: Vec::new() }).out
 }

@@ -48,16 +48,7 @@ pub fn write_atomic(
     path: &Path,
     write: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
 ) -> Result<(), FileError> {
-    let tmp = tmp_path(path);
-    let file = File::create(&tmp).map_err(FileError::at(&tmp))?;
-    let mut w = BufWriter::new(file);
-    let written = write(&mut w).and_then(|()| w.flush());
-    drop(w);
-    if let Err(source) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(FileError { path: path.to_path_buf(), source });
-    }
-    commit(&tmp, path)
+    try_write_atomic(path, |w| write(w).map_err(FileError::at(path)))
 }
 
 /// [`write_atomic`] for a writer whose errors are its own (`E`, which must hold a

@@ -7,6 +7,7 @@
 //! - [`keys`]: which timm keys are buffers, not parameters.
 //! - [`pretrained`]: timm's `pretrained_cfg` (input size, crop, interpolation, mean/std,
 //!   classifier key), shared by the zoo and the data pipeline.
+//! - [`safetensors_header`]: a safetensors file's header without its data.
 //! - [`rng`]: SplitMix64 (Steele, Lea & Flood 2014), the seeded generator behind exvit's
 //!   reproducible draws.
 //!
@@ -29,6 +30,7 @@ pub mod hash;
 pub mod keys;
 pub mod pretrained;
 pub mod rng;
+pub mod safetensors_header;
 
 pub use atomic::{try_write_atomic, write_atomic, write_bytes_atomic, FileError};
 pub use hash::{fnv1a64, Fnv};

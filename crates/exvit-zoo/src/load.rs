@@ -1,9 +1,9 @@
 //! A model by name, with its weights: what every command that computes starts with.
 
-use std::io::Read;
 use std::path::Path;
 
 use burn::prelude::*;
+use exvit_common::safetensors_header::{read_header, shape_of, HeaderError};
 
 use crate::mobilevit::MobileVit;
 use crate::registry::{resolve_model, ZooError};
@@ -45,28 +45,17 @@ pub enum LoadError {
 /// from the file's header alone. `classifier` is the model's
 /// [`PretrainedCfg::classifier`](crate::PretrainedCfg::classifier) (`head.fc`).
 pub fn classes_in_weights(path: &Path, classifier: &str) -> Result<usize, WeightsError> {
-    let io = |source| WeightsError::Io { path: path.to_path_buf(), source };
     let format = |message: String| WeightsError::Format { path: path.to_path_buf(), message };
-    let mut f = std::fs::File::open(path).map_err(io)?;
-    let mut n = [0u8; 8];
-    f.read_exact(&mut n).map_err(|e| format(format!("no header length: {e}")))?;
-    let n = u64::from_le_bytes(n);
-    let len = f.metadata().map_err(io)?.len();
-    if n > 100 << 20 || n + 8 > len {
-        return Err(format(format!("a header of {n} bytes in a file of {len}")));
-    }
-    let mut header = vec![0u8; n as usize];
-    f.read_exact(&mut header).map_err(io)?;
-    let header: serde_json::Value = serde_json::from_slice(&header).map_err(|e| format(format!("header: {e}")))?;
+    let header = read_header(path).map_err(|e| match e {
+        HeaderError::File(e) => WeightsError::Io { path: e.path, source: e.source },
+        HeaderError::Format { message, .. } => format(message),
+    })?;
     let key = format!("{classifier}.weight");
-    let shape = header
-        .get(&key)
-        .and_then(|t| t.get("shape"))
-        .and_then(|s| s.as_array())
-        .ok_or_else(|| format(format!("no tensor `{key}` (the classifier), so the class count is unknown")))?;
-    match shape.as_slice() {
-        [rows, _] => rows.as_u64().map(|r| r as usize).ok_or_else(|| format(format!("`{key}`: bad shape {shape:?}"))),
-        _ => Err(format(format!("`{key}` has shape {shape:?}, not [classes, features]"))),
+    match shape_of(&header, &key).as_deref() {
+        Some([0, _]) => Err(format(format!("`{key}` has no rows (a classifier of 0 classes)"))),
+        Some([rows, _]) => Ok(*rows as usize),
+        Some(shape) => Err(format(format!("`{key}` has shape {shape:?}, not [classes, features]"))),
+        None => Err(format(format!("no tensor `{key}` (the classifier), so the class count is unknown"))),
     }
 }
 
@@ -94,16 +83,16 @@ pub fn load_model<B: Backend>(
     classes: usize,
     device: &B::Device,
 ) -> Result<MobileVit<B>, LoadError> {
-    let default_classifier = crate::PretrainedCfg::default().classifier;
-    let (classes, seed) = match weights {
-        ModelWeights::Init { seed } | ModelWeights::Backbone { seed, .. } => (classes, seed),
+    // With a file the class count is the file's; `classes` only has to be valid until then.
+    let mut cfg = resolve_model(name, if matches!(weights, ModelWeights::File(_)) { classes.max(1) } else { classes })?;
+    let seed = match weights {
+        ModelWeights::Init { seed } | ModelWeights::Backbone { seed, .. } => seed,
         ModelWeights::File(path) => {
-            // The classifier key is the model's; a registry or TOML model names it.
-            let classifier = resolve_model(name, 1).map(|c| c.pretrained.classifier).unwrap_or(default_classifier);
-            (classes_in_weights(path, &classifier)?, 0)
+            // The class count is the file's classifier's, under the model's classifier key.
+            cfg.num_classes = classes_in_weights(path, &cfg.pretrained.classifier)?;
+            0
         }
     };
-    let cfg = resolve_model(name, classes)?;
     B::seed(device, seed);
     let model: MobileVit<B> = cfg.init(device);
     Ok(match weights {

@@ -20,8 +20,10 @@
 #   3 bf16     mobilevit_s in bf16: exvit --precision bf16 (f32 master weights) against PyTorch
 #              autocast; exmobilevit_928 in f32 on both sides
 #   4 probe    one linear probe on 1.28M x 640 synthetic features, 1000 classes
-#   5 train    8 short epochs on generated images: f32, --precision bf16, and data parallel
-#              through NCCL at world size 1 (`--devices cuda:0`), accuracies and weights compared
+#   5 train    8 short epochs on generated images: f32, --precision bf16, data parallel through
+#              NCCL at world size 1 (`--devices cuda:0`) and 2 replicas on threads of one GPU
+#              (`--replicas 2`), accuracies and weights compared; every run with the guards at
+#              every step (finite tensors; the replicas' parameters identical bit for bit)
 #   6 compile  torch.compile's figures, if it compiles in time
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -189,7 +191,7 @@ eps = 0.00000001
 weight_decay = 0.01
 decay_norm_and_bias = true
 TOML
-train_args=(train --config "$OUT/gen-run.toml")
+train_args=(train --config "$OUT/gen-run.toml" --guard-every 1)
 train_line() { # label out-dir args...: one run, its final line (val top-1 of the model and EMA) logged
     local label=$1 dir=$2; shift 2
     local t0=$SECONDS line
@@ -213,12 +215,18 @@ PY
 if [ "$DEVICE" = cpu ]; then
     # The script's own test on the CPU: the f32 run only (bf16 and data parallel need CUDA).
     train_line "f32 cpu" "$OUT/train-f32" --device cpu
-    log "bf16 and data parallel: skipped on the CPU"
+    train_line "replicas 2 on cpu" "$OUT/train-rep2" --device cpu --replicas 2 --batch 4
+    log "bf16 and NCCL data parallel: skipped on the CPU"
 else
     train_line "f32 $DEVICE:0" "$OUT/train-f32" --device "$DEVICE:0"
     train_line "bf16 $DEVICE:0" "$OUT/train-bf16" --device "$DEVICE:0" --precision bf16
     train_line "ddp world 1 ($DEVICE:0)" "$OUT/train-ddp1" --devices "$DEVICE:0"
     compare_weights "ddp world 1 vs f32" "$OUT/train-f32/model.safetensors" "$OUT/train-ddp1/model.safetensors"
+    # Two replicas on threads of the one GPU, batch 4 each (global 8, as the f32 run): the guard
+    # compares their parameters after every step; BN sees 4 images, so the weights differ from
+    # the f32 run's by more than rounding (reported, not bounded).
+    train_line "replicas 2 on $DEVICE:0" "$OUT/train-rep2" --device "$DEVICE:0" --replicas 2 --batch 4
+    compare_weights "replicas 2 vs f32" "$OUT/train-f32/model.safetensors" "$OUT/train-rep2/model.safetensors"
     compare_weights "bf16 vs f32" "$OUT/train-f32/model.safetensors" "$OUT/train-bf16/model.safetensors"
 fi
 

@@ -3,9 +3,19 @@
 use std::path::Path;
 use std::process::Command;
 
+/// `git ARGS`, or `None` with the reason as a build warning (provenance then says `null`).
 fn git(args: &[&str]) -> Option<String> {
-    let out = Command::new("git").args(args).output().ok().filter(|o| o.status.success())?;
-    Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    match Command::new("git").args(args).output() {
+        Ok(o) if o.status.success() => Some(String::from_utf8_lossy(&o.stdout).trim().to_string()),
+        Ok(o) => {
+            println!("cargo:warning=git {}: {}", args.join(" "), String::from_utf8_lossy(&o.stderr).trim());
+            None
+        }
+        Err(e) => {
+            println!("cargo:warning=git {}: {e}", args.join(" "));
+            None
+        }
+    }
 }
 
 fn main() {

@@ -26,6 +26,7 @@ pub mod memory;
 pub mod mobilevit_block;
 pub mod norm;
 pub mod precision;
+pub mod resize;
 mod shape;
 
 pub use attention::{Attention, AttentionConfig, Mlp, TransformerBlock, TransformerBlockConfig};

@@ -2,13 +2,13 @@
 
 use burn::module::Module;
 use burn::prelude::*;
-use burn::tensor::module::interpolate;
-use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use serde::{Deserialize, Serialize};
 
 use crate::attention::{TransformerBlock, TransformerBlockConfig};
 use crate::conv::{Conv2d, Conv2dConfig, ConvNormAct, ConvNormActConfig};
 use crate::norm::{LayerNorm, LayerNormConfig};
+// timm's resize (bilinear, align_corners=False), differentiable on every backend.
+use crate::resize::resize_bilinear;
 use crate::TypedLayer;
 
 /// Configuration of [`MobileVitBlock`].
@@ -114,12 +114,6 @@ impl<B: Backend> TypedLayer for MobileVitBlock<B> {
     }
 }
 
-/// The resize options of timm's MobileViT: bilinear, `align_corners=False` (burn's
-/// `InterpolateOptions::new` defaults to `true`).
-fn bilinear() -> InterpolateOptions {
-    InterpolateOptions::new(InterpolateMode::Bilinear).with_align_corners(false)
-}
-
 impl<B: Backend> MobileVitBlock<B> {
     /// `[N, C, H, W]` → `[N, C, H, W]`.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
@@ -168,7 +162,7 @@ type Grid = (usize, usize);
 pub fn unfold<B: Backend>(x: Tensor<B, 4>, p: usize) -> (Tensor<B, 3>, Grid) {
     let [b, c, h, w] = x.dims();
     let (new_h, new_w) = (h.div_ceil(p) * p, w.div_ceil(p) * p);
-    let x = if (new_h, new_w) != (h, w) { interpolate(x, [new_h, new_w], bilinear()) } else { x };
+    let x = if (new_h, new_w) != (h, w) { resize_bilinear(x, [new_h, new_w]) } else { x };
     let (nh, nw) = (new_h / p, new_w / p);
     // [B, C, nh, ph, nw, pw] -> [B, ph, pw, nh, nw, C]
     let t = x.reshape([b, c, nh, p, nw, p]).permute([0, 3, 5, 2, 4, 1]).reshape([b * p * p, nh * nw, c]);
@@ -187,7 +181,7 @@ pub fn fold<B: Backend>(
     // [B, ph, pw, nh, nw, C] -> [B, C, nh, ph, nw, pw]
     let x = t.reshape([b, p, p, nh, nw, c]).permute([0, 5, 3, 1, 4, 2]).reshape([b, c, nh * p, nw * p]);
     if [nh * p, nw * p] != size {
-        interpolate(x, size, bilinear())
+        resize_bilinear(x, size)
     } else {
         x
     }

@@ -73,6 +73,10 @@ pub struct RunConfig {
     /// Stop after this many iterations in all (for tests and smoke runs).
     #[serde(default)]
     pub max_iterations: Option<u64>,
+    /// Check the model every N iterations (and at each epoch's end): every tensor finite, and
+    /// the data-parallel replicas' parameters identical (`crate::guard`). 0: at epoch ends only.
+    #[serde(default = "ten")]
+    pub guard_every: u64,
 }
 
 fn one() -> usize {
@@ -80,6 +84,9 @@ fn one() -> usize {
 }
 fn two() -> usize {
     2
+}
+fn ten() -> u64 {
+    10
 }
 fn bilinear() -> Filter {
     Filter::Bilinear

@@ -2,7 +2,9 @@
 //! AdamW written out and keyed by parameter path (`adamw`), cvnets' warmup + cosine schedule
 //! (`schedule`), an EMA of the whole state (`ema`), top-k accuracy (`metrics`), and the step
 //! with gradient accumulation / simulated data-parallel replicas and a NaN/Inf guard
-//! (`trainer`). `train_step` (burn's AdamW) remains for the speed benchmarks.
+//! (`trainer`); data-parallel replicas on threads (`replicas`) or NCCL (`ddp`), and the guards
+//! against silent failures (`guard`). `train_step` (burn's AdamW) remains for the speed
+//! benchmarks.
 
 pub mod adamw;
 pub mod checkpoint;
@@ -11,8 +13,10 @@ pub mod config;
 pub mod ddp;
 pub mod ema;
 pub mod fit;
+pub mod guard;
 pub mod metrics;
 pub mod precision;
+pub mod replicas;
 pub mod run;
 pub mod schedule;
 pub mod trainer;

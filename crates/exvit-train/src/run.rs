@@ -23,7 +23,8 @@ use thiserror::Error;
 use crate::checkpoint::{load_checkpoint, Position};
 pub use crate::config::{ConfigError, RunConfig};
 use crate::fit::{fit, FitPlan, Sampling};
-use crate::trainer::{batch_tensors, evaluate_ranked, EvalStats, Trainer};
+use crate::guard::{check_finite, Fingerprint, GuardBoard};
+use crate::trainer::{batch_tensors, evaluate_ranked, EvalStats, GradReduce, Trainer};
 pub use crate::writer::RunWriter;
 
 /// Why a run cannot start or continue.
@@ -59,6 +60,9 @@ pub enum RunError {
     /// A checkpoint.
     #[error(transparent)]
     Checkpoint(#[from] crate::checkpoint::CheckpointError),
+    /// A guard against silent failures fired (a non-finite tensor, diverged replicas).
+    #[error(transparent)]
+    Guard(#[from] crate::guard::GuardError),
 }
 
 /// What the caller sees as training goes (for a progress bar).
@@ -147,7 +151,14 @@ pub fn train_run<B: AutodiffBackend>(
     device: &B::Device,
     progress: impl FnMut(Progress),
 ) -> Result<RunSummary, RunError> {
-    let role = ReplicaRole::<B> { replica: Replica::default(), initial: None, after_update: None, data: None };
+    let role = ReplicaRole::<B> {
+        replica: Replica::default(),
+        initial: None,
+        after_update: None,
+        reduce: None,
+        guard: None,
+        data: None,
+    };
     train_replica(cfg, resume, &|_| stop.load(Ordering::SeqCst), device, role, progress)
 }
 
@@ -161,6 +172,11 @@ pub struct ReplicaRole<B: AutodiffBackend> {
     pub initial: Option<MobileVit<B>>,
     /// The trainer's [`Trainer::after_update`].
     pub after_update: Option<fn(MobileVit<B>) -> MobileVit<B>>,
+    /// The trainer's [`Trainer::reduce`].
+    pub reduce: Option<GradReduce<B::InnerBackend>>,
+    /// Where the replicas compare their fingerprints; `None` (one replica): each check is the
+    /// finiteness of this replica's tensors only.
+    pub guard: Option<Arc<GuardBoard>>,
     /// The train and validation sets when already opened by [`RunConfig::validate`] (shared by
     /// the replicas: a large folder is listed once); `None`: validated here.
     pub data: Option<(Arc<Dataset>, Option<Arc<Dataset>>)>,
@@ -196,6 +212,8 @@ pub fn train_replica<B: AutodiffBackend>(
         trainer.ema = None;
     }
     trainer.after_update = role.after_update;
+    trainer.reduce = role.reduce;
+    let guard = role.guard;
     if let Some(f) = trainer.after_update {
         trainer.model = f(trainer.model.clone());
     }
@@ -248,6 +266,18 @@ pub fn train_replica<B: AutodiffBackend>(
                 lr: s.lr,
                 img_per_s: s.images as f64 / secs,
             });
+            // The guards, before anything is saved: a bad model never becomes a checkpoint.
+            if cfg.guard_every > 0 && p.iteration % cfg.guard_every == 0 || p.step_in_epoch == steps_in_epoch {
+                let fp = Fingerprint::of(&t.model.valid());
+                let verdict = match &guard {
+                    Some(board) => board.check(p.iteration, replica.rank, fp),
+                    None => check_finite(&fp, p.iteration, replica.rank),
+                };
+                if let Err(e) = verdict {
+                    error = Some(e.into());
+                    return ControlFlow::Break(());
+                }
+            }
             let stop_now = stop(p.iteration) || cfg.max_iterations.is_some_and(|m| p.iteration >= m);
             let periodic = cfg.checkpoint_every.is_some_and(|k| k > 0 && p.iteration % k == 0);
             if (periodic || stop_now) && p.step_in_epoch < steps_in_epoch {

@@ -43,6 +43,14 @@ pub enum TrainError {
         /// The iteration.
         iteration: u64,
     },
+    /// The data-parallel gradient average failed (another replica failed or stalled).
+    #[error("iteration {iteration}: gradient all-reduce: {message}")]
+    Reduce {
+        /// The iteration.
+        iteration: u64,
+        /// Why.
+        message: String,
+    },
     /// The loss or the gradient is NaN or infinite.
     #[error("iteration {iteration}: the {what} is {value} (not finite); the step was not applied and the model is the last good one")]
     NonFinite {
@@ -102,6 +110,10 @@ pub struct StepStats {
     pub grad_norm: f64,
 }
 
+/// Replaces one step's gradients and mean loss by their average over data-parallel replicas
+/// (`crate::replicas`); an `Err` names why it could not.
+pub type GradReduce<B> = Box<dyn FnMut(GradBuffer<B>, f64) -> Result<(GradBuffer<B>, f64), String> + Send>;
+
 /// The model, its optimiser and its EMA.
 pub struct Trainer<B: AutodiffBackend, M: AutodiffModule<B> + Classifier<B>> {
     /// The model being trained.
@@ -117,6 +129,10 @@ pub struct Trainer<B: AutodiffBackend, M: AutodiffModule<B> + Classifier<B>> {
     /// Applied to the model after every optimiser step (which rebuilds the parameters): the
     /// data-parallel replicas mark their new parameters for gradient all-reduce here.
     pub after_update: Option<fn(M) -> M>,
+    /// Applied to the gradients and the loss between backward and the optimiser step: the
+    /// data-parallel replicas on threads average them here (so every replica also takes the
+    /// same decision on a non-finite loss or gradient).
+    pub reduce: Option<GradReduce<B::InnerBackend>>,
 }
 
 impl<B: AutodiffBackend, M: AutodiffModule<B> + Classifier<B>> Trainer<B, M>
@@ -127,7 +143,7 @@ where
     pub fn new(model: M, cfg: TrainConfig) -> Self {
         let optim = AdamW::new::<B, M>(cfg.adamw, &model);
         let ema = cfg.ema_momentum.map(|m| Ema::new(&model, m));
-        Trainer { model, optim, ema, cfg, iteration: 0, after_update: None }
+        Trainer { model, optim, ema, cfg, iteration: 0, after_update: None, reduce: None }
     }
 
     /// Forward and backward over the micro-batches, summing gradients weighted by each
@@ -168,6 +184,10 @@ where
         if images == 0 {
             return Err(TrainError::EmptyStep { iteration });
         }
+        let (grads, loss) = match &mut self.reduce {
+            Some(reduce) => reduce(grads, loss).map_err(|message| TrainError::Reduce { iteration, message })?,
+            None => (grads, loss),
+        };
         if !loss.is_finite() {
             return Err(TrainError::NonFinite { iteration, what: "loss", value: loss });
         }

@@ -40,7 +40,7 @@ pub struct BenchArgs {
     /// Timed iterations (the median is reported).
     #[arg(long, default_value_t = 5)]
     iters: usize,
-    /// Device: `cpu`, or `cuda[:N]` in a build with the `cuda` feature.
+    /// Device: `cpu`, `cuda[:N]` (a build with the `cuda` feature) or `wgpu[:N]` (Vulkan; the `wgpu` feature).
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Compute precision: `f32`, or `bf16` (CUDA only; f32 master weights, norms and softmax in
@@ -91,7 +91,7 @@ fn bench_forward<B: Backend>(a: &BenchArgs, dev: &B::Device) -> Result<f64> {
 }
 
 /// Median seconds of a training step on `Autodiff<B>`, synchronised with the device.
-fn bench_train<B: crate::common::TrainBackend>(a: &BenchArgs, dev: &B::Device) -> Result<f64> {
+fn bench_train<B: crate::device::TrainBackend>(a: &BenchArgs, dev: &B::Device) -> Result<f64> {
     let shape = [a.batch, 3, a.size, a.size];
     let sync = || B::sync(dev).map_err(|e| anyhow::anyhow!("synchronising the device: {e:?}"));
     let mut model = Some(create_model::<Autodiff<B>>(&a.model, 1000, dev)?);
@@ -116,8 +116,8 @@ fn bench_train<B: crate::common::TrainBackend>(a: &BenchArgs, dev: &B::Device) -
 
 pub fn run(a: BenchArgs) -> Result<()> {
     ensure!(a.iters >= 1 && a.batch >= 1, "--iters and --batch must be at least 1");
-    let device = crate::common::parse_device(&a.device)?;
-    crate::common::check_precision(device, a.precision)?;
+    let device = crate::device::parse_device(&a.device)?;
+    crate::device::check_precision(device, a.precision)?;
     let secs = match a.mode {
         Mode::Forward => crate::with_backend!(device, |B, dev| bench_forward::<B>(&a, &dev))?,
         Mode::Train => crate::with_autodiff_backend!(device, |B, dev| bench_train::<B>(&a, &dev))?,

@@ -21,7 +21,8 @@ use exvit_train::TrainConfig;
 use exvit_zoo::MobileVit;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::common::{open_split, parse_device};
+use crate::common::open_split;
+use crate::device::parse_device;
 
 #[derive(clap::Args, Debug)]
 pub struct ReportArgs {
@@ -85,7 +86,7 @@ pub struct DemoArgs {
     /// least 2).
     #[arg(long, default_value_t = 160)]
     per_class: usize,
-    /// Device: `cpu`, or `cuda[:N]` in a build with the `cuda` feature.
+    /// Device: `cpu`, `cuda[:N]` (a build with the `cuda` feature) or `wgpu[:N]` (Vulkan; the `wgpu` feature).
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Training runs at once, each a child `exvit train` process with one compute thread. At
@@ -195,7 +196,7 @@ pub fn demo(a: DemoArgs) -> Result<()> {
 
 /// Steps 1–4 of the demo on backend `B`: train, extract, probe, CKA (files under `a.out`).
 #[allow(clippy::too_many_arguments)]
-fn study<B: crate::common::TrainBackend>(
+fn study<B: crate::device::TrainBackend>(
     a: &DemoArgs,
     models: &[String],
     train_dir: &Path,
@@ -236,6 +237,7 @@ fn study<B: crate::common::TrainBackend>(
                 keep_last: 1,
                 init_from: None,
                 max_iterations: None,
+                guard_every: 10,
             };
             if out.join("model.safetensors").is_file() && out.join("metrics.parquet").is_file() {
                 tracing::info!("{}: already trained, reused", out.display());

@@ -7,8 +7,9 @@ use std::time::Instant;
 use anyhow::{ensure, Context, Result};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
-use burn::tensor::TensorData;
+use burn::tensor::{FloatDType, TensorData};
 use clap::Args;
+use exvit_train::precision::cast_outside_norms;
 use exvit_zoo::refinit::{reference_init, reference_input};
 use exvit_zoo::{create_model, load_safetensors, write_safetensors, LoadMode, RawTensor};
 use safetensors::{Dtype, SafeTensors};
@@ -51,7 +52,7 @@ pub struct ForwardArgs {
     /// Write `logits`, `pooled` and every stage output here (safetensors).
     #[arg(long)]
     output: Option<PathBuf>,
-    /// Device: `cpu`, or `cuda[:N]` in a build with the `cuda` feature.
+    /// Device: `cpu`, `cuda[:N]` (a build with the `cuda` feature) or `wgpu[:N]` (Vulkan; the `wgpu` feature).
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Compare every output with this file (as written by --output, e.g. on another device):
@@ -62,6 +63,11 @@ pub struct ForwardArgs {
     /// Relative-error bound of --compare (a GPU's TF32 matmuls need ~1e-2).
     #[arg(long, default_value_t = 1e-2)]
     tolerance: f64,
+    /// The dtype of the convs and matmuls: `f32`, or `f16` (BatchNorm and LayerNorm, with the
+    /// softmax, stay f32; outputs are returned in f32). bf16 is for training on CUDA
+    /// (`exvit train --precision bf16`).
+    #[arg(long, default_value = "f32", value_parser = ["f32", "f16"])]
+    dtype: String,
 }
 
 /// Reads a rank-4 f32 tensor `key` from a safetensors file.
@@ -86,7 +92,7 @@ fn read_input(path: &Path, key: &str) -> Result<TensorData> {
 }
 
 pub fn run(args: ForwardArgs) -> Result<()> {
-    let device = crate::common::parse_device(&args.device)?;
+    let device = crate::device::parse_device(&args.device)?;
     crate::with_backend!(device, |B, dev| run_on::<B>(args, dev))
 }
 
@@ -117,19 +123,25 @@ fn run_on<B: Backend>(args: ForwardArgs, dev: B::Device) -> Result<()> {
         }
         (None, None) => model,
     };
-    tracing::info!(model = %args.model, input = ?shape.as_slice(), seed = args.seed, "forward (eval mode)");
+    tracing::info!(model = %args.model, input = ?shape.as_slice(), seed = args.seed, dtype = %args.dtype, "forward (eval mode)");
 
     let t0 = Instant::now();
-    let outs = model.forward_all(Tensor::from_data(data, &dev));
-    let probs = softmax(outs.logits.clone(), 1);
-    let logits_shape = outs.logits.dims();
+    let input = Tensor::<B, 4>::from_data(data, &dev);
+    let outs = if args.dtype == "f16" {
+        cast_outside_norms(&model, FloatDType::F16).forward_all(input.cast(FloatDType::F16))
+    } else {
+        model.forward_all(input)
+    };
+    let logits = outs.logits.clone().cast(FloatDType::F32);
+    let probs = softmax(logits.clone(), 1);
+    let logits_shape = logits.dims();
     let elapsed = t0.elapsed();
 
     println!("model   {}", args.model);
     println!("input   {:?}", shape.as_slice());
     println!("logits  {:?}  ({:.1} ms)", logits_shape, elapsed.as_secs_f64() * 1e3);
     let p: Vec<f32> = probs.into_data().to_vec().context("reading probabilities")?;
-    let l: Vec<f32> = outs.logits.clone().into_data().to_vec().context("reading logits")?;
+    let l: Vec<f32> = logits.into_data().to_vec().context("reading logits")?;
     let k = args.top.min(logits_shape[1]);
     for (i, (row, lrow)) in p.chunks(logits_shape[1]).zip(l.chunks(logits_shape[1])).enumerate() {
         let mut idx: Vec<usize> = (0..row.len()).collect();
@@ -139,7 +151,8 @@ fn run_on<B: Backend>(args: ForwardArgs, dev: B::Device) -> Result<()> {
         println!("image {i}: top-{k} classes {}", top.join(", "));
     }
 
-    let named = outs.into_named_data();
+    // In f32 whatever the compute dtype (to compare with, or to write).
+    let named: Vec<_> = outs.into_named_data().into_iter().map(|(n, d)| (n, d.convert::<f32>())).collect();
     if let Some(reference) = &args.compare {
         compare(&named, reference, args.tolerance)?;
     }

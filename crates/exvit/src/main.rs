@@ -5,6 +5,7 @@ mod bench;
 mod common;
 mod data;
 mod demo;
+mod device;
 mod forward;
 mod probe;
 mod train;

@@ -15,7 +15,8 @@ use exvit_probe::{
 use exvit_zoo::{resolve_model, MobileVit, ModelWeights};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::common::{open_split, parse_device};
+use crate::common::open_split;
+use crate::device::parse_device;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum ProbeCommand {
@@ -57,7 +58,7 @@ pub struct ProbeBenchArgs {
     /// Also write the features and labels here (safetensors), for benches/probe-vs-sklearn.
     #[arg(long)]
     save: Option<PathBuf>,
-    /// Device: `cpu`, or `cuda[:N]` in a build with the `cuda` feature.
+    /// Device: `cpu`, `cuda[:N]` (a build with the `cuda` feature) or `wgpu[:N]` (Vulkan; the `wgpu` feature).
     #[arg(long, default_value = "cpu")]
     device: String,
 }
@@ -115,7 +116,7 @@ pub struct ExtractArgs {
     /// Loader threads (default: all cores).
     #[arg(long)]
     workers: Option<usize>,
-    /// Device: `cpu`, or `cuda[:N]` in a build with the `cuda` feature.
+    /// Device: `cpu`, `cuda[:N]` (a build with the `cuda` feature) or `wgpu[:N]` (Vulkan; the `wgpu` feature).
     #[arg(long, default_value = "cpu")]
     device: String,
 }
@@ -150,7 +151,7 @@ pub struct FitArgs {
     /// The table the rows are appended to.
     #[arg(long, default_value = "probes.parquet")]
     out: PathBuf,
-    /// Device: `cpu`, or `cuda[:N]` in a build with the `cuda` feature.
+    /// Device: `cpu`, `cuda[:N]` (a build with the `cuda` feature) or `wgpu[:N]` (Vulkan; the `wgpu` feature).
     #[arg(long, default_value = "cpu")]
     device: String,
 }
@@ -173,7 +174,7 @@ pub struct CkaArgs {
     /// The table the rows are appended to.
     #[arg(long, default_value = "cka.parquet")]
     out: PathBuf,
-    /// Device: `cpu`, or `cuda[:N]` in a build with the `cuda` feature.
+    /// Device: `cpu`, `cuda[:N]` (a build with the `cuda` feature) or `wgpu[:N]` (Vulkan; the `wgpu` feature).
     #[arg(long, default_value = "cpu")]
     device: String,
 }

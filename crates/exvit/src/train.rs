@@ -54,17 +54,26 @@ pub struct TrainArgs {
     /// Stop after N iterations in all.
     #[arg(long)]
     max_iterations: Option<u64>,
-    /// Device: `cpu`, or `cuda[:N]` in a build with the `cuda` feature.
+    /// Device: `cpu`, `cuda[:N]` (a build with the `cuda` feature) or `wgpu[:N]` (Vulkan; the `wgpu` feature).
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Compute precision (overrides the config's `recipe.precision`): `f32`, or `bf16` (CUDA
     /// only; f32 master weights, optimiser state and EMA; docs/training.md).
     #[arg(long)]
     precision: Option<exvit_train::Precision>,
+    /// Data parallel on threads: N replicas on the one `--device` (cpu, or one wgpu device), the
+    /// batch per replica, gradients averaged between backward and the optimiser step
+    /// (docs/distributed.md).
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
+    /// Check the model every N iterations (every tensor finite; replicas identical); 0: at the
+    /// end of each epoch only. Overrides the config's `guard_every` (default 10).
+    #[arg(long)]
+    guard_every: Option<u64>,
     /// Data parallel over these GPUs, e.g. `cuda:0,cuda:1,cuda:2,cuda:3`: one replica each, the
     /// batch per replica (docs/distributed.md). Only in a build with the `ddp` feature.
     #[cfg(feature = "ddp")]
-    #[arg(long, conflicts_with = "device")]
+    #[arg(long, conflicts_with_all = ["device", "replicas"])]
     devices: Option<String>,
 }
 
@@ -100,6 +109,7 @@ fn build_config(a: &TrainArgs) -> Result<RunConfig> {
                 keep_last: 2,
                 init_from: None,
                 max_iterations: None,
+                guard_every: 10,
             }
         }
     };
@@ -142,13 +152,16 @@ fn build_config(a: &TrainArgs) -> Result<RunConfig> {
     if let Some(v) = a.max_iterations {
         cfg.max_iterations = Some(v);
     }
+    if let Some(v) = a.guard_every {
+        cfg.guard_every = v;
+    }
     Ok(cfg)
 }
 
 pub fn train(a: TrainArgs) -> Result<()> {
-    let device = crate::common::parse_device(&a.device)?;
+    let device = crate::device::parse_device(&a.device)?;
     let cfg = build_config(&a)?;
-    crate::common::check_precision(device, cfg.recipe.precision)?;
+    crate::device::check_precision(device, cfg.recipe.precision)?;
     cfg.validate().context("checking the run config")?;
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -175,7 +188,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
     let summary = match &a.devices {
         Some(list) => {
             let indices = parse_devices(list)?;
-            crate::common::check_precision(crate::common::Device::Cuda(indices[0]), cfg.recipe.precision)?;
+            crate::device::check_precision(crate::device::Device::Cuda(indices[0]), cfg.recipe.precision)?;
             let devices: Vec<_> = indices.iter().map(|&index| burn::backend::cuda::CudaDevice { index }).collect();
             exvit_train::ddp::train_data_parallel::<burn::backend::Cuda>(
                 &cfg,
@@ -186,10 +199,10 @@ pub fn train(a: TrainArgs) -> Result<()> {
             )
             .map_err(anyhow::Error::from)
         }
-        None => train_single(device, &cfg, a.resume.is_some(), &stop, progress),
+        None => train_single(device, &cfg, a.resume.is_some(), a.replicas, &stop, progress),
     };
     #[cfg(not(feature = "ddp"))]
-    let summary = train_single(device, &cfg, a.resume.is_some(), &stop, progress);
+    let summary = train_single(device, &cfg, a.resume.is_some(), a.replicas, &stop, progress);
     let summary = summary.with_context(|| format!("training run {}", cfg.out.display()))?;
     bar.finish_and_clear();
     let p = summary.position;
@@ -215,15 +228,29 @@ pub fn train(a: TrainArgs) -> Result<()> {
     Ok(())
 }
 
-/// One device: the run on `device`.
+/// One device: the run on `device`, as one replica or `replicas` on threads.
 fn train_single(
-    device: crate::common::Device,
+    device: crate::device::Device,
     cfg: &RunConfig,
     resume: bool,
-    stop: &AtomicBool,
+    replicas: usize,
+    stop: &Arc<AtomicBool>,
     progress: impl FnMut(exvit_train::run::Progress),
 ) -> Result<exvit_train::run::RunSummary> {
-    Ok(crate::with_autodiff_backend!(device, |B, dev| train_run::<Autodiff<B>>(cfg, resume, stop, &dev, progress))?)
+    anyhow::ensure!(replicas >= 1, "--replicas must be at least 1");
+    Ok(crate::with_autodiff_backend!(device, |B, dev| if replicas == 1 {
+        train_run::<Autodiff<B>>(cfg, resume, stop, &dev, progress)
+    } else {
+        exvit_train::replicas::train_replicas::<Autodiff<B>>(
+            cfg,
+            resume,
+            stop.clone(),
+            replicas,
+            &dev,
+            exvit_train::replicas::Faults::default(),
+            progress,
+        )
+    })?)
 }
 
 /// `cuda:0,cuda:1,...` → device indices, each checked (driver, device, NVRTC), no repeats.
@@ -231,10 +258,10 @@ fn train_single(
 fn parse_devices(list: &str) -> Result<Vec<usize>> {
     let mut indices = Vec::new();
     for item in list.split(',').map(str::trim) {
-        match crate::common::parse_device(item)? {
-            crate::common::Device::Cuda(i) if !indices.contains(&i) => indices.push(i),
-            crate::common::Device::Cuda(i) => anyhow::bail!("--devices {list}: cuda:{i} is listed twice"),
-            crate::common::Device::Cpu => anyhow::bail!("--devices {list}: data parallel runs on CUDA devices only"),
+        match crate::device::parse_device(item)? {
+            crate::device::Device::Cuda(i) if !indices.contains(&i) => indices.push(i),
+            crate::device::Device::Cuda(i) => anyhow::bail!("--devices {list}: cuda:{i} is listed twice"),
+            _ => anyhow::bail!("--devices {list}: data parallel over several GPUs runs on CUDA devices only (threads on one device: --replicas N)"),
         }
     }
     anyhow::ensure!(!indices.is_empty(), "--devices is empty");
@@ -263,7 +290,7 @@ pub struct EvalArgs {
     /// Write the result as JSON here too.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Device: `cpu`, or `cuda[:N]` in a build with the `cuda` feature.
+    /// Device: `cpu`, `cuda[:N]` (a build with the `cuda` feature) or `wgpu[:N]` (Vulkan; the `wgpu` feature).
     #[arg(long, default_value = "cpu")]
     device: String,
 }
@@ -274,7 +301,7 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     let data = a.pre.resolve(&mcfg.pretrained)?;
     let (tf, norm) = (data.eval_transform(), data.norm);
     let (size, filter) = (tf.crop, tf.filter);
-    let device = crate::common::parse_device(&a.device)?;
+    let device = crate::device::parse_device(&a.device)?;
     let mut lc = exvit_data::loader::LoaderConfig::new(Transform::Eval(tf), 0);
     lc.norm = norm;
     let stats = crate::with_backend!(device, |B, dev| {

@@ -197,7 +197,9 @@ fn forward_compare_checks_outputs_against_a_reference_file() {
 #[test]
 fn device_flag_is_checked_before_any_work() {
     let (ok, _, stderr) = exvit(&["forward", "--model", "mobilevit_xxs", "--device", "tpu"]);
-    assert!(!ok && stderr.contains("expected cpu, cuda or cuda:N"), "{stderr}");
+    assert!(!ok && stderr.contains("expected cpu, cuda, cuda:N, wgpu or wgpu:N"), "{stderr}");
+    let (ok, _, stderr) = exvit(&["forward", "--model", "mobilevit_xxs", "--device", "wgpu:x"]);
+    assert!(!ok && stderr.contains("--device wgpu:x: expected"), "{stderr}");
     let (ok, _, stderr) = exvit(&["bench", "--device", "cuda:0"]);
     assert!(!ok, "{stderr}");
     // Without the `cuda` feature the message says how to build it; with it, on a machine
@@ -206,6 +208,16 @@ fn device_flag_is_checked_before_any_work() {
         stderr.contains("without the `cuda` feature")
             || stderr.contains("libcuda.so")
             || stderr.contains("CUDA device"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // Likewise wgpu: how to build it, or (with the feature) the missing Vulkan driver.
+    let (ok, _, stderr) = exvit(&["forward", "--model", "mobilevit_xxs", "--device", "wgpu:9"]);
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains("without the `wgpu` feature")
+            || stderr.contains("Vulkan loader")
+            || stderr.contains("Vulkan adapter(s)"),
         "{stderr}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");

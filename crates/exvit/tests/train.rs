@@ -180,6 +180,58 @@ fn a_run_killed_with_sigkill_resumes_to_the_same_metrics() {
     );
 }
 
+/// Data parallel on threads (`--replicas 2`, batch 2 each): killed with SIGKILL after a
+/// checkpoint and resumed with the same replicas, the run ends with the uninterrupted run's
+/// metrics and weights, bit for bit; the guards compared the replicas after every step.
+#[test]
+fn replicas_killed_with_sigkill_resume_to_the_same_run() {
+    let dir = tmp("replicas-kill");
+    dataset(&dir.join("data"));
+    let (a_out, b_out) = (dir.join("a"), dir.join("b"));
+    let replicas = ["--replicas", "2", "--batch", "2", "--guard-every", "1"];
+    let cfg_a = config(&dir, &a_out);
+    let (ok, stdout, stderr) = exvit(&[&["train", "--config", cfg_a.to_str().unwrap()][..], &replicas].concat());
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("done: 3 epochs, 18 iterations"), "{stdout}");
+    let cfg_b = config(&dir, &b_out);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_exvit"))
+        .args(["train", "--config", cfg_b.to_str().unwrap()])
+        .args(replicas)
+        .env("RAYON_NUM_THREADS", "2")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while !b_out.join("ckpt-00000008.safetensors").exists() {
+        assert!(t.elapsed() < Duration::from_secs(120), "no checkpoint appeared");
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the run ended ({status}) before it could be killed");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let (ok, stdout, stderr) =
+        exvit(&[&["train", "--resume", b_out.to_str().unwrap()][..], &replicas[..2], &replicas[4..]].concat());
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stderr.contains("resuming"), "{stderr}");
+    assert_eq!(comparable(&a_out), comparable(&b_out), "the resumed run's metrics differ");
+    for f in ["model.safetensors", "ema.safetensors"] {
+        let tensors = |p: PathBuf| {
+            let bytes = std::fs::read(p).unwrap();
+            let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+            let mut t: Vec<_> = st.tensors().into_iter().map(|(k, v)| (k, v.data().to_vec())).collect();
+            t.sort();
+            t
+        };
+        assert!(tensors(a_out.join(f)) == tensors(b_out.join(f)), "{f}: the resumed run's tensors differ");
+    }
+    let prov: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(b_out.join("provenance.json")).unwrap()).unwrap();
+    assert_eq!(prov["replicas"], 2, "{prov}");
+}
+
 #[test]
 fn shipped_configs_parse() {
     for entry in std::fs::read_dir(repo().join("configs")).unwrap() {

@@ -149,6 +149,9 @@ pub fn vulkan_adapters() -> std::result::Result<Vec<wgpu::AdapterInfo>, String> 
     }
     let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
         backends: wgpu::Backends::VULKAN,
+        // No debug messenger: a missing driver is said once, below, not also as the loader's
+        // own ERROR lines.
+        flags: wgpu::InstanceFlags::empty(),
         ..wgpu::InstanceDescriptor::new_without_display_handle()
     });
     let adapters: Vec<_> =

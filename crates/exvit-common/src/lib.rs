@@ -5,6 +5,7 @@
 //!   half-written is ever left under the final name (checkpoints, caches, tables, reports).
 //! - [`hash`]: FNV-1a, 64 bits, for fingerprints of configs, files and keys (not cryptographic).
 //! - [`keys`]: which timm keys are buffers, not parameters.
+//! - [`nonfinite`]: NaN/Inf counts of loaded tensors and the policy for them.
 //! - [`pretrained`]: timm's `pretrained_cfg` (input size, crop, interpolation, mean/std,
 //!   classifier key), shared by the zoo and the data pipeline.
 //! - [`safetensors_header`]: a safetensors file's header without its data.
@@ -28,6 +29,7 @@
 pub mod atomic;
 pub mod hash;
 pub mod keys;
+pub mod nonfinite;
 pub mod pretrained;
 pub mod rng;
 pub mod safetensors_header;
@@ -35,4 +37,5 @@ pub mod safetensors_header;
 pub use atomic::{try_write_atomic, write_atomic, write_bytes_atomic, FileError};
 pub use hash::{fnv1a64, Fnv};
 pub use keys::is_buffer_key;
+pub use nonfinite::{NonFinite, NonFiniteCount};
 pub use rng::SplitMix64;

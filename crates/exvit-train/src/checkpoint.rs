@@ -44,6 +44,14 @@ pub enum CheckpointError {
         /// What went wrong.
         message: String,
     },
+    /// Tensors of the checkpoint hold NaN or Inf (refused unless `NonFinite::Allow`).
+    #[error("{path}: {count}; refusing this checkpoint (load it anyway with --allow-nonfinite)")]
+    NonFinite {
+        /// The file.
+        path: PathBuf,
+        /// Which tensors, how many values.
+        count: exvit_common::NonFiniteCount,
+    },
     /// The file is not a checkpoint of this model.
     #[error("{path}: {message}")]
     Mismatch {
@@ -98,10 +106,12 @@ where
 
 /// Restores `trainer` from `path`; returns the position and the metadata. Every model, EMA
 /// and optimiser tensor must be present with the right size: a missing or mis-sized one is an
-/// error that names it, and `trainer` is left untouched.
+/// error that names it, and `trainer` is left untouched. So is a tensor holding NaN or Inf,
+/// unless `nonfinite` is [`NonFinite::Allow`](exvit_common::NonFinite::Allow).
 pub fn load_checkpoint<B: AutodiffBackend, M: AutodiffModule<B> + Classifier<B>>(
     path: &Path,
     trainer: &mut Trainer<B, M>,
+    nonfinite: exvit_common::NonFinite,
 ) -> Result<(Position, BTreeMap<String, String>), CheckpointError>
 where
     M::InnerModule: Module<B::InnerBackend>,
@@ -153,6 +163,22 @@ where
                 .map(|(_, n)| *n)
                 .ok_or_else(|| mismatch(format!("optimiser state for `{k}`, which the model does not have")))?;
             optim.insert(k.to_string(), (read(name, n)?, read(&format!("optim.v.{k}"), n)?));
+        }
+    }
+    if nonfinite == exvit_common::NonFinite::Refuse {
+        let mut count = exvit_common::NonFiniteCount::default();
+        for (k, v) in &model_vals {
+            count.add(&format!("model.{k}"), v);
+        }
+        for (k, v) in &ema_vals {
+            count.add(&format!("ema.{k}"), v);
+        }
+        for (k, (m, v)) in &optim {
+            count.add(&format!("optim.m.{k}"), m);
+            count.add(&format!("optim.v.{k}"), v);
+        }
+        if !count.is_clean() {
+            return Err(CheckpointError::NonFinite { path: path.into(), count });
         }
     }
     let device = trainer.model.devices().into_iter().next().unwrap_or_default();

@@ -77,6 +77,10 @@ pub struct RunConfig {
     /// the data-parallel replicas' parameters identical (`crate::guard`). 0: at epoch ends only.
     #[serde(default = "ten")]
     pub guard_every: u64,
+    /// Load `init_from` and the checkpoint at a resume even when they hold NaN or Inf
+    /// (`--allow-nonfinite`; refused by default, naming the tensors). Not saved with the run.
+    #[serde(default, skip_serializing)]
+    pub allow_nonfinite: bool,
 }
 
 fn one() -> usize {

@@ -17,7 +17,7 @@ use exvit_data::sampler::{Fixed, Replica};
 use exvit_data::transform::{TrainTransform, Transform};
 use exvit_data::Dataset;
 use exvit_rundir::{MetricKind, MetricRow, Predictions};
-use exvit_zoo::{load_safetensors, LoadMode, MobileVit};
+use exvit_zoo::{load_safetensors_with, LoadMode, MobileVit, NonFinite};
 use thiserror::Error;
 
 use crate::checkpoint::{load_checkpoint, Position};
@@ -137,7 +137,7 @@ pub fn initial_model<B: Backend>(
     B::seed(device, cfg.seed);
     let mut model: MobileVit<B> = model_cfg.init(device);
     if let Some(w) = &cfg.init_from {
-        model = load_safetensors(model, w, LoadMode::FromBackbone)?.0;
+        model = load_safetensors_with(model, w, LoadMode::FromBackbone, NonFinite::allow_if(cfg.allow_nonfinite))?.0;
     }
     Ok(model)
 }
@@ -217,7 +217,11 @@ pub fn train_replica<B: AutodiffBackend>(
     if let Some(f) = trainer.after_update {
         trainer.model = f(trainer.model.clone());
     }
-    let (mut pos, mut rows) = if resume { resume_state(writer.dir(), &mut trainer)? } else { Default::default() };
+    let (mut pos, mut rows) = if resume {
+        resume_state(writer.dir(), &mut trainer, NonFinite::allow_if(cfg.allow_nonfinite))?
+    } else {
+        Default::default()
+    };
     writer.write_config()?;
     let sampling = match &cfg.multi_scale {
         Some(ms) => Sampling::MultiScale(ms.clone()),
@@ -320,10 +324,11 @@ pub fn train_replica<B: AutodiffBackend>(
 fn resume_state<B: AutodiffBackend>(
     dir: &exvit_rundir::RunDir,
     trainer: &mut Trainer<B, MobileVit<B>>,
+    nonfinite: NonFinite,
 ) -> Result<(Position, Vec<MetricRow>), RunError> {
     let (_, newest) =
         dir.checkpoints().pop().ok_or_else(|| RunError::NoCheckpoint { dir: dir.path().to_path_buf() })?;
-    let pos = load_checkpoint(&newest, trainer)?.0;
+    let pos = load_checkpoint(&newest, trainer, nonfinite)?.0;
     let mut rows = Vec::new();
     if dir.metrics().exists() {
         rows = exvit_rundir::read_metrics(&dir.metrics())?;

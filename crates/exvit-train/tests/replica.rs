@@ -48,6 +48,7 @@ fn config(data: PathBuf, out: PathBuf) -> RunConfig {
         init_from: None,
         max_iterations: None,
         guard_every: 10,
+        allow_nonfinite: false,
     }
 }
 

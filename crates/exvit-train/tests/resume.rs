@@ -102,7 +102,7 @@ fn a_resumed_run_ends_exactly_where_an_uninterrupted_one_does() {
 
     // A "new process": different initial weights, then the checkpoint.
     let mut c = trainer(common::tiny_mobilevit().init::<AD>(&DEV));
-    let (pos, meta) = load_checkpoint(&ckpt, &mut c).unwrap();
+    let (pos, meta) = load_checkpoint(&ckpt, &mut c, exvit_common::NonFinite::Refuse).unwrap();
     assert_eq!(pos, stop);
     assert_eq!(meta["seed"], "5");
     fit(&mut c, &ds, &plan, pos, &DEV, |_, _, s| {
@@ -151,7 +151,7 @@ fn a_checkpoint_of_another_model_is_refused_and_changes_nothing() {
         .into_iter()
         .map(|(k, v)| (k, v.into_data().to_vec::<f32>().unwrap()))
         .collect::<Vec<_>>();
-    let e = load_checkpoint(&ckpt, &mut other).unwrap_err().to_string();
+    let e = load_checkpoint(&ckpt, &mut other, exvit_common::NonFinite::Refuse).unwrap_err().to_string();
     assert!(e.contains("head.fc.weight") || e.contains("head."), "{e}");
     assert!(e.contains(ckpt.to_str().unwrap()), "{e}");
     let after = flat_tensors(&other.model.valid())
@@ -159,5 +159,56 @@ fn a_checkpoint_of_another_model_is_refused_and_changes_nothing() {
         .map(|(k, v)| (k, v.into_data().to_vec::<f32>().unwrap()))
         .collect::<Vec<_>>();
     assert_eq!(before, after);
+    let _ = std::fs::remove_file(&ckpt);
+}
+
+/// Rewrites the safetensors file `path` with `poison` applied to the values of tensor `key`.
+fn poison(path: &std::path::Path, key: &str, poison: impl Fn(&mut [f32])) {
+    let bytes = std::fs::read(path).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = header.metadata().clone().unwrap_or_default();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let tensors: Vec<exvit_zoo::RawTensor> = st
+        .tensors()
+        .into_iter()
+        .map(|(k, v)| {
+            let mut data = v.data().to_vec();
+            if k == key {
+                let mut f: Vec<f32> = data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+                poison(&mut f);
+                data = f.iter().flat_map(|x| x.to_le_bytes()).collect();
+            }
+            (k, v.dtype(), v.shape().to_vec(), data)
+        })
+        .collect();
+    exvit_zoo::write_safetensors(path, &tensors, meta).unwrap();
+}
+
+/// A checkpoint holding NaN or Inf is refused, naming the tensors and counting the values, and
+/// the trainer is left untouched; `NonFinite::Allow` loads it.
+#[test]
+fn a_checkpoint_with_non_finite_values_is_refused_unless_allowed() {
+    use exvit_common::NonFinite;
+    let ckpt = std::env::temp_dir().join(format!("exvit-nonfinite-{}.safetensors", std::process::id()));
+    let t = trainer(common::tiny_mobilevit().init::<AD>(&DEV));
+    save_checkpoint(&ckpt, &t, Position::default(), &BTreeMap::new()).unwrap();
+    poison(&ckpt, "model.stem.conv.weight", |v| v[3] = f32::NAN);
+    poison(&ckpt, "ema.head.fc.bias", |v| {
+        v[0] = f32::INFINITY;
+        v[1] = f32::NEG_INFINITY;
+    });
+    let mut other = trainer(common::tiny_mobilevit().init::<AD>(&DEV));
+    let before = snapshot(&other);
+    let e = load_checkpoint(&ckpt, &mut other, NonFinite::Refuse).unwrap_err().to_string();
+    assert!(e.contains(ckpt.to_str().unwrap()), "{e}");
+    assert!(
+        e.contains("3 non-finite value(s) in 2 tensor(s): `model.stem.conv.weight`: 1 NaN; `ema.head.fc.bias`: 2 Inf"),
+        "{e}"
+    );
+    assert!(e.contains("--allow-nonfinite"), "{e}");
+    assert!(snapshot(&other) == before, "a refused checkpoint changed the trainer");
+    load_checkpoint(&ckpt, &mut other, NonFinite::Allow).unwrap();
+    let w = flat_tensors(&other.model.valid()).into_iter().find(|(k, _)| k == "stem.conv.weight").unwrap().1;
+    assert!(w.into_data().to_vec::<f32>().unwrap()[3].is_nan(), "allowed, the NaN is loaded");
     let _ = std::fs::remove_file(&ckpt);
 }

@@ -47,7 +47,8 @@ pub mod registry;
 pub mod state;
 pub mod weights;
 
-pub use load::{classes_in_weights, load_model, LoadError, ModelWeights};
+pub use exvit_common::nonfinite::{NonFinite, NonFiniteCount};
+pub use load::{classes_in_weights, load_model, load_model_with, LoadError, ModelWeights};
 pub use mobilevit::{
     ChannelOrder, ExShortcutSpec, InvalidConfig, MobileVit, MobileVitConfig, ModelOutputs, PretrainedCfg, StageBlock,
     StageConfig, TapOutput, TransformerConfig, UnknownTap,
@@ -59,5 +60,6 @@ pub use state::{
     count_params, flat_grads, flat_tensors, map_flat, named_grads, named_tensors, update_named, NamedTensor, TensorKind,
 };
 pub use weights::{
-    load_safetensors, save_safetensors, write_safetensors, LoadMode, LoadReport, Problem, RawTensor, WeightsError,
+    load_safetensors, load_safetensors_with, save_safetensors, write_safetensors, LoadMode, LoadReport, Problem,
+    RawTensor, WeightsError,
 };

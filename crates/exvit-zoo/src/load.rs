@@ -7,7 +7,9 @@ use exvit_common::safetensors_header::{read_header, shape_of, HeaderError};
 
 use crate::mobilevit::MobileVit;
 use crate::registry::{resolve_model, ZooError};
-use crate::weights::{load_safetensors, LoadMode, WeightsError};
+use exvit_common::nonfinite::NonFinite;
+
+use crate::weights::{load_safetensors_with, LoadMode, WeightsError};
 
 /// Where a model's weights come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +85,17 @@ pub fn load_model<B: Backend>(
     classes: usize,
     device: &B::Device,
 ) -> Result<MobileVit<B>, LoadError> {
+    load_model_with(name, weights, classes, device, NonFinite::Refuse)
+}
+
+/// [`load_model`], with NaN/Inf in the weights file refused (as `load_model` does) or allowed.
+pub fn load_model_with<B: Backend>(
+    name: &str,
+    weights: ModelWeights<'_>,
+    classes: usize,
+    device: &B::Device,
+    nonfinite: NonFinite,
+) -> Result<MobileVit<B>, LoadError> {
     // With a file the class count is the file's; `classes` only has to be valid until then.
     let mut cfg = resolve_model(name, if matches!(weights, ModelWeights::File(_)) { classes.max(1) } else { classes })?;
     let seed = match weights {
@@ -97,7 +110,7 @@ pub fn load_model<B: Backend>(
     let model: MobileVit<B> = cfg.init(device);
     Ok(match weights {
         ModelWeights::Init { .. } => model,
-        ModelWeights::File(path) => load_safetensors(model, path, LoadMode::Strict)?.0,
-        ModelWeights::Backbone { path, .. } => load_safetensors(model, path, LoadMode::FromBackbone)?.0,
+        ModelWeights::File(path) => load_safetensors_with(model, path, LoadMode::Strict, nonfinite)?.0,
+        ModelWeights::Backbone { path, .. } => load_safetensors_with(model, path, LoadMode::FromBackbone, nonfinite)?.0,
     })
 }

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use burn::module::Module;
 use burn::prelude::*;
 use burn::tensor::TensorData;
+use exvit_common::nonfinite::{NonFinite, NonFiniteCount};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use thiserror::Error;
@@ -128,6 +129,14 @@ pub enum WeightsError {
         /// Its dtype.
         dtype: Dtype,
     },
+    /// Tensors hold NaN or Inf (refused unless [`NonFinite::Allow`]).
+    #[error("{path}: {count}; refusing these weights (load them anyway with --allow-nonfinite)")]
+    NonFinite {
+        /// File.
+        path: PathBuf,
+        /// Which tensors, how many values.
+        count: NonFiniteCount,
+    },
     /// The file does not match the model.
     #[error("{path} does not match the model ({} problem(s)):\n  {}", problems.len(), problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n  "))]
     Mismatch {
@@ -179,11 +188,22 @@ fn is_trunk(key: &str) -> bool {
 ///
 /// In [`LoadMode::Strict`] any missing key, unexpected key or wrong shape is an error that
 /// lists them all. In [`LoadMode::FromBackbone`] only problems in the trunk are errors; the
-/// rest is reported in [`LoadReport::fresh`] and [`LoadReport::unused`].
+/// rest is reported in [`LoadReport::fresh`] and [`LoadReport::unused`]. A tensor holding NaN
+/// or Inf is refused ([`WeightsError::NonFinite`], naming them); see [`load_safetensors_with`].
 pub fn load_safetensors<B: Backend, M: Module<B>>(
     model: M,
     path: &Path,
     mode: LoadMode,
+) -> Result<(M, LoadReport), WeightsError> {
+    load_safetensors_with(model, path, mode, NonFinite::Refuse)
+}
+
+/// [`load_safetensors`], with NaN/Inf in the loaded tensors refused or allowed.
+pub fn load_safetensors_with<B: Backend, M: Module<B>>(
+    model: M,
+    path: &Path,
+    mode: LoadMode,
+    nonfinite: NonFinite,
 ) -> Result<(M, LoadReport), WeightsError> {
     let mut file = read_file(path)?;
     let model_shapes: Vec<(String, Vec<usize>)> =
@@ -224,6 +244,16 @@ pub fn load_safetensors<B: Backend, M: Module<B>>(
     }
     if !errors.is_empty() {
         return Err(WeightsError::Mismatch { path: path.into(), problems: errors });
+    }
+    if nonfinite == NonFinite::Refuse {
+        // Only what is loaded: an unused tensor (from-backbone) cannot poison the model.
+        let mut count = NonFiniteCount::default();
+        for key in &report.loaded {
+            count.add(key, &take[key].values);
+        }
+        if !count.is_clean() {
+            return Err(WeightsError::NonFinite { path: path.into(), count });
+        }
     }
     let model = update_named(model, |key, shape| take.remove(key).map(|t| TensorData::new(t.values, shape.to_vec())));
     Ok((model, report))

@@ -238,6 +238,7 @@ fn study<B: crate::device::TrainBackend>(
                 init_from: None,
                 max_iterations: None,
                 guard_every: 10,
+                allow_nonfinite: false,
             };
             if out.join("model.safetensors").is_file() && out.join("metrics.parquet").is_file() {
                 tracing::info!("{}: already trained, reused", out.display());
@@ -297,7 +298,8 @@ fn study<B: crate::device::TrainBackend>(
     }
     let mut caches = Vec::new();
     for (model, weights, seed, tag) in &sets {
-        let net: MobileVit<B> = crate::probe::load_model(model, weights.as_deref(), *seed, classes, dev)?;
+        let net: MobileVit<B> =
+            crate::probe::load_model(model, weights.as_deref(), *seed, classes, dev, exvit_zoo::NonFinite::Refuse)?;
         let taps: Vec<TapSpec> =
             net.tap_names().iter().map(|t| TapSpec::parse(t, Pooling::Gap)).collect::<Result<_, _>>()?;
         let cfg = ExtractConfig {

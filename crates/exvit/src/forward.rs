@@ -11,7 +11,7 @@ use burn::tensor::{FloatDType, TensorData};
 use clap::Args;
 use exvit_train::precision::cast_outside_norms;
 use exvit_zoo::refinit::{reference_init, reference_input};
-use exvit_zoo::{create_model, load_safetensors, write_safetensors, LoadMode, RawTensor};
+use exvit_zoo::{create_model, load_safetensors_with, write_safetensors, LoadMode, NonFinite, RawTensor};
 use safetensors::{Dtype, SafeTensors};
 
 #[derive(Args, Debug)]
@@ -46,6 +46,9 @@ pub struct ForwardArgs {
     /// Number of classes of the classifier.
     #[arg(long, default_value_t = 1000)]
     num_classes: usize,
+    /// Load weights even when they hold NaN or Inf (refused by default, naming the tensors).
+    #[arg(long)]
+    allow_nonfinite: bool,
     /// How many top classes to print per image.
     #[arg(long, default_value_t = 5)]
     top: usize,
@@ -104,14 +107,15 @@ fn run_on<B: Backend>(args: ForwardArgs, dev: B::Device) -> Result<()> {
     };
     let shape = data.shape.clone();
     let model = reference_init(create_model::<B>(&args.model, args.num_classes, &dev)?, args.seed);
+    let nonfinite = NonFinite::allow_if(args.allow_nonfinite);
     let model = match (&args.weights, &args.init_from) {
         (Some(w), _) => {
-            let (m, report) = load_safetensors(model, w, LoadMode::Strict)?;
+            let (m, report) = load_safetensors_with(model, w, LoadMode::Strict, nonfinite)?;
             tracing::info!(file = %w.display(), tensors = report.loaded.len(), "loaded weights (strict)");
             m
         }
         (None, Some(w)) => {
-            let (m, report) = load_safetensors(model, w, LoadMode::FromBackbone)?;
+            let (m, report) = load_safetensors_with(model, w, LoadMode::FromBackbone, nonfinite)?;
             tracing::info!(file = %w.display(), tensors = report.loaded.len(), "loaded backbone weights");
             for p in &report.fresh {
                 println!("fresh   {p}");

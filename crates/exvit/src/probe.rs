@@ -84,6 +84,9 @@ pub struct ExtractArgs {
     /// Weights (safetensors, timm keys). Without: the model at its seeded random init.
     #[arg(long)]
     weights: Option<PathBuf>,
+    /// Load weights even when they hold NaN or Inf (refused by default, naming the tensors).
+    #[arg(long)]
+    allow_nonfinite: bool,
     /// Seed of the random init (without --weights).
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -216,12 +219,13 @@ pub fn load_model<B: Backend>(
     seed: u64,
     classes: usize,
     dev: &B::Device,
+    nonfinite: exvit_zoo::NonFinite,
 ) -> Result<MobileVit<B>> {
     let source = match weights {
         Some(w) => ModelWeights::File(w),
         None => ModelWeights::Init { seed },
     };
-    exvit_zoo::load_model(name, source, classes, dev).with_context(|| format!("model `{name}`"))
+    exvit_zoo::load_model_with(name, source, classes, dev, nonfinite).with_context(|| format!("model `{name}`"))
 }
 
 fn extract_cmd(a: ExtractArgs) -> Result<()> {
@@ -269,7 +273,14 @@ fn extract_cmd(a: ExtractArgs) -> Result<()> {
         bar.set_position(done as u64);
     };
     let result = crate::with_backend!(device, |B, dev| {
-        let model: MobileVit<B> = load_model(&a.model, a.weights.as_deref(), a.seed, ds.classes.len(), &dev)?;
+        let model: MobileVit<B> = load_model(
+            &a.model,
+            a.weights.as_deref(),
+            a.seed,
+            ds.classes.len(),
+            &dev,
+            exvit_zoo::NonFinite::allow_if(a.allow_nonfinite),
+        )?;
         let cfg = config(model.tap_names())?;
         tracing::info!(
             "extracting {} taps of {} from {} ({} images) into {}",

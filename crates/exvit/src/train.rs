@@ -10,7 +10,7 @@ use exvit_data::resize::Filter;
 use exvit_data::transform::Transform;
 use exvit_train::run::{evaluate_on, train_run, RunConfig};
 use exvit_train::TrainConfig;
-use exvit_zoo::{load_safetensors, resolve_model, LoadMode, MobileVit};
+use exvit_zoo::{load_safetensors_with, resolve_model, LoadMode, MobileVit, NonFinite};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(clap::Args, Debug)]
@@ -70,6 +70,10 @@ pub struct TrainArgs {
     /// end of each epoch only. Overrides the config's `guard_every` (default 10).
     #[arg(long)]
     guard_every: Option<u64>,
+    /// Load `--init-from` weights and the checkpoint at `--resume` even when they hold NaN or
+    /// Inf (refused by default, naming the tensors).
+    #[arg(long)]
+    allow_nonfinite: bool,
     /// Data parallel over these GPUs, e.g. `cuda:0,cuda:1,cuda:2,cuda:3`: one replica each, the
     /// batch per replica (docs/distributed.md). Only in a build with the `ddp` feature.
     #[cfg(feature = "ddp")]
@@ -110,6 +114,7 @@ fn build_config(a: &TrainArgs) -> Result<RunConfig> {
                 init_from: None,
                 max_iterations: None,
                 guard_every: 10,
+                allow_nonfinite: false,
             }
         }
     };
@@ -155,6 +160,7 @@ fn build_config(a: &TrainArgs) -> Result<RunConfig> {
     if let Some(v) = a.guard_every {
         cfg.guard_every = v;
     }
+    cfg.allow_nonfinite = a.allow_nonfinite;
     Ok(cfg)
 }
 
@@ -290,6 +296,9 @@ pub struct EvalArgs {
     /// Write the result as JSON here too.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Load weights even when they hold NaN or Inf (refused by default, naming the tensors).
+    #[arg(long)]
+    allow_nonfinite: bool,
     /// Device: `cpu`, `cuda[:N]` (a build with the `cuda` feature) or `wgpu[:N]` (Vulkan; the `wgpu` feature).
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -306,8 +315,9 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     lc.norm = norm;
     let stats = crate::with_backend!(device, |B, dev| {
         let model: MobileVit<B> = mcfg.init(&dev);
-        let (model, _) = load_safetensors(model, &a.weights, LoadMode::Strict)
-            .with_context(|| format!("loading {}", a.weights.display()))?;
+        let (model, _) =
+            load_safetensors_with(model, &a.weights, LoadMode::Strict, NonFinite::allow_if(a.allow_nonfinite))
+                .with_context(|| format!("loading {}", a.weights.display()))?;
         evaluate_on(&model, &ds, lc, size, a.batch, &dev).context("evaluating")?.0
     });
     println!(

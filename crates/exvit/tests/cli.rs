@@ -245,3 +245,38 @@ fn bf16_is_refused_on_the_cpu_with_the_reason() {
     let (ok, _, stderr) = exvit(&["bench", "--precision", "f16"]);
     assert!(!ok && stderr.contains("expected f32 or bf16"), "{stderr}");
 }
+
+/// Weights holding NaN or Inf are refused with one error that counts them and names the
+/// tensors; `--allow-nonfinite` loads them (and then the logits are not finite).
+#[test]
+fn non_finite_weights_are_refused_unless_allowed() {
+    let dir = tempdir();
+    let (w, bad) = (dir.join("nf.safetensors"), dir.join("nf-bad.safetensors"));
+    let (ok, _, stderr) =
+        exvit(&["zoo", "init", "--model", "mobilevit_xxs", "--seed", "3", "--out", w.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    let bytes = std::fs::read(&w).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let key = "stages.3.1.transformer.2.mlp.fc1.weight";
+    let mut owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> =
+        st.tensors().into_iter().map(|(k, v)| (k, v.dtype(), v.shape().to_vec(), v.data().to_vec())).collect();
+    let t = owned.iter_mut().find(|t| t.0 == key).expect("the tensor exists");
+    t.3[..4].copy_from_slice(&f32::INFINITY.to_le_bytes());
+    let views: Vec<(String, TensorView)> =
+        owned.iter().map(|(k, d, s, b)| (k.clone(), TensorView::new(*d, s.clone(), b).unwrap())).collect();
+    safetensors::serialize_to_file(views, None, &bad).unwrap();
+
+    let (ok, _, stderr) = exvit(&["forward", "--weights", bad.to_str().unwrap(), "--size", "64"]);
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains(&format!("1 non-finite value(s) in 1 tensor(s): `{key}`: 1 Inf; refusing these weights")),
+        "{stderr}"
+    );
+    assert!(stderr.contains(bad.to_str().unwrap()) && !stderr.contains("panicked"), "{stderr}");
+    let (ok, stdout, stderr) =
+        exvit(&["forward", "--weights", bad.to_str().unwrap(), "--size", "64", "--allow-nonfinite"]);
+    assert!(ok && stdout.contains("logits  [1, 1000]"), "{stdout}{stderr}");
+    assert!(stdout.contains("NaN") || stdout.contains("inf"), "an Inf weight should poison the logits: {stdout}");
+    let (ok, _, stderr) = exvit(&["forward", "--weights", w.to_str().unwrap(), "--size", "64"]);
+    assert!(ok, "the clean file still loads: {stderr}");
+}

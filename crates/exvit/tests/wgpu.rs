@@ -275,9 +275,9 @@ fn probe_fit_and_cka_equal_the_cpu() {
     let cfg = ProbeConfig { max_iter: 500, tol_grad: 1e-7, ..ProbeConfig::default() };
     let a = fit_logreg::<Autodiff<Flex>>(&x, &feats.labels, 3, 0.1, None, &cfg, &FlexDevice).unwrap();
     let b = fit_logreg::<Autodiff<V>>(&x, &feats.labels, 3, 0.1, None, &cfg, &VDEV).unwrap();
-    // The objective agrees to 1e-6; where L-BFGS stops near the optimum does not, quite: cubecl's
-    // full reductions add their partial sums atomically (not bit-reproducible), and the endpoint
-    // moved the weights by 1.79e-4 (relative L2; max 2.4e-5) in one run of the suite built with
+    // The objective agrees to 1e-6; where L-BFGS stops near the optimum does not, quite (the
+    // cause is not established; cubecl's full reductions, which add their partial sums
+    // atomically, are one suspect): the endpoint moved the weights by 1.79e-4 (relative L2; max 2.4e-5) in one run of the suite built with
     // the workspace's features, against 5.65e-6 built with `-p exvit --features wgpu`. So the
     // weights and logits are held to 1e-3, the objective to 1e-6.
     let (rel, max) = rel_and_max(&b.weight.data, &a.weight.data);

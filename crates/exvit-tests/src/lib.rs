@@ -7,6 +7,16 @@ use safetensors::{Dtype, SafeTensors};
 
 pub mod parity;
 
+/// Every tensor of a safetensors file as `(key, raw bytes)`, sorted by key: two runs' weights
+/// compare bit for bit with `==`.
+pub fn tensor_bytes(path: &Path) -> Vec<(String, Vec<u8>)> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let st = SafeTensors::deserialize(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut t: Vec<_> = st.tensors().into_iter().map(|(k, v)| (k, v.data().to_vec())).collect();
+    t.sort();
+    t
+}
+
 /// The repository root.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")

@@ -7,6 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use exvit_rundir::read_metrics;
+use exvit_tests::tensor_bytes;
 use exvit_train::run::RunConfig;
 
 fn exvit(args: &[&str]) -> (bool, String, String) {
@@ -218,14 +219,8 @@ fn replicas_killed_with_sigkill_resume_to_the_same_run() {
     assert!(stderr.contains("resuming"), "{stderr}");
     assert_eq!(comparable(&a_out), comparable(&b_out), "the resumed run's metrics differ");
     for f in ["model.safetensors", "ema.safetensors"] {
-        let tensors = |p: PathBuf| {
-            let bytes = std::fs::read(p).unwrap();
-            let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-            let mut t: Vec<_> = st.tensors().into_iter().map(|(k, v)| (k, v.data().to_vec())).collect();
-            t.sort();
-            t
-        };
-        assert!(tensors(a_out.join(f)) == tensors(b_out.join(f)), "{f}: the resumed run's tensors differ");
+        let (a, b) = (tensor_bytes(&a_out.join(f)), tensor_bytes(&b_out.join(f)));
+        assert!(a == b, "{f}: the resumed run's tensors differ");
     }
     let prov: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(b_out.join("provenance.json")).unwrap()).unwrap();

@@ -22,6 +22,7 @@ use burn::tensor::{DType, FloatDType, TensorData};
 use burn_flex::{Flex, FlexDevice};
 use exvit_probe::{fit_logreg, linear_cka_host, standardize, Cache, ProbeConfig};
 use exvit_tests::parity::{check_eval, check_train, model_arg};
+use exvit_tests::tensor_bytes as weights;
 use exvit_train::precision::cast_outside_norms;
 use exvit_train::trainer::{TrainConfig, Trainer};
 use exvit_zoo::refinit::{reference_init, reference_input};
@@ -409,14 +410,6 @@ decay_norm_and_bias = true
     let p = dir.join(format!("{}.toml", out.file_name().unwrap().to_string_lossy()));
     std::fs::write(&p, text).unwrap();
     p
-}
-
-fn weights(path: &Path) -> Vec<(String, Vec<u8>)> {
-    let bytes = std::fs::read(path).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut t: Vec<_> = st.tensors().into_iter().map(|(k, v)| (k, v.data().to_vec())).collect();
-    t.sort();
-    t
 }
 
 /// `exvit train --device wgpu`: a run killed (SIGKILL) after a checkpoint and resumed ends with

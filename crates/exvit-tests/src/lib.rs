@@ -17,6 +17,51 @@ pub fn tensor_bytes(path: &Path) -> Vec<(String, Vec<u8>)> {
     t
 }
 
+/// A tiny training run's config (the TOML variant `tests/fixtures/parity/tiny.toml`, 24 px,
+/// batch 4, a checkpoint every 2 iterations, cvnets' recipe shortened to `epochs`) reading
+/// `dir/data` and writing `out`; saved as `dir/<out's name>.toml`, whose path is returned.
+pub fn tiny_run_config(dir: &Path, out: &Path, epochs: u64, workers: usize) -> PathBuf {
+    let text = format!(
+        r#"model = "{model}"
+train_data = "{data}"
+val_data = "{data}"
+out = "{out}"
+epochs = {epochs}
+seed = 3
+size = 24
+batch = 4
+workers = {workers}
+eval_crop_pct = 1.0
+checkpoint_every = 2
+keep_last = 2
+
+[recipe]
+label_smoothing = 0.1
+ema_momentum = 0.05
+
+[recipe.schedule]
+warmup_iters = 4
+warmup_init_lr = 0.001
+max_lr = 0.004
+min_lr = 0.0002
+max_epochs = {epochs}
+
+[recipe.adamw]
+beta1 = 0.9
+beta2 = 0.999
+eps = 0.00000001
+weight_decay = 0.01
+decay_norm_and_bias = true
+"#,
+        model = repo_root().join("tests/fixtures/parity/tiny.toml").display(),
+        data = dir.join("data").display(),
+        out = out.display()
+    );
+    let p = dir.join(format!("{}.toml", out.file_name().expect("a run directory name").to_string_lossy()));
+    std::fs::write(&p, text).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    p
+}
+
 /// The repository root.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")

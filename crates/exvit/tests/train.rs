@@ -44,45 +44,7 @@ fn dataset(root: &Path) {
 }
 
 fn config(dir: &Path, out: &Path) -> PathBuf {
-    let text = format!(
-        r#"model = "{model}"
-train_data = "{data}"
-val_data = "{data}"
-out = "{out}"
-epochs = 3
-seed = 3
-size = 24
-batch = 4
-workers = 2
-eval_crop_pct = 1.0
-checkpoint_every = 2
-keep_last = 2
-
-[recipe]
-label_smoothing = 0.1
-ema_momentum = 0.05
-
-[recipe.schedule]
-warmup_iters = 4
-warmup_init_lr = 0.001
-max_lr = 0.004
-min_lr = 0.0002
-max_epochs = 3
-
-[recipe.adamw]
-beta1 = 0.9
-beta2 = 0.999
-eps = 0.00000001
-weight_decay = 0.01
-decay_norm_and_bias = true
-"#,
-        model = repo().join("tests/fixtures/parity/tiny.toml").display(),
-        data = dir.join("data").display(),
-        out = out.display()
-    );
-    let p = dir.join(format!("{}.toml", out.file_name().unwrap().to_string_lossy()));
-    std::fs::write(&p, text).unwrap();
-    p
+    exvit_tests::tiny_run_config(dir, out, 3, 2)
 }
 
 /// Compares the numbers a resume must reproduce (timings aside).

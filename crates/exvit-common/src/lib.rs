@@ -1,14 +1,16 @@
 //! exvit-common: the one home of the small helpers and shared vocabulary types every exvit
-//! crate needs, with no dependency beyond the standard library and serde.
+//! crate needs, with no dependency beyond the standard library, serde and tracing.
 //!
 //! - [`atomic`]: write a file through a temporary file beside it and a rename, so that nothing
 //!   half-written is ever left under the final name (checkpoints, caches, tables, reports).
 //! - [`hash`]: FNV-1a, 64 bits, for fingerprints of configs, files and keys (not cryptographic).
 //! - [`keys`]: which timm keys are buffers, not parameters.
+//! - [`lock`]: one writer per folder (run directories, feature caches), naming the holder.
 //! - [`nonfinite`]: NaN/Inf counts of loaded tensors and the policy for them.
 //! - [`pretrained`]: timm's `pretrained_cfg` (input size, crop, interpolation, mean/std,
 //!   classifier key), shared by the zoo and the data pipeline.
 //! - [`safetensors_header`]: a safetensors file's header without its data.
+//! - [`unwind`]: a dependency's panic on a corrupt file, contained as an error.
 //! - [`rng`]: SplitMix64 (Steele, Lea & Flood 2014), the seeded generator behind exvit's
 //!   reproducible draws.
 //!
@@ -29,13 +31,16 @@
 pub mod atomic;
 pub mod hash;
 pub mod keys;
+pub mod lock;
 pub mod nonfinite;
 pub mod pretrained;
 pub mod rng;
 pub mod safetensors_header;
+pub mod unwind;
 
 pub use atomic::{try_write_atomic, write_atomic, write_bytes_atomic, FileError};
 pub use hash::{fnv1a64, Fnv};
 pub use keys::is_buffer_key;
+pub use lock::{DirLock, LockError};
 pub use nonfinite::{NonFinite, NonFiniteCount};
 pub use rng::SplitMix64;

@@ -22,5 +22,6 @@ pub use check::{check_dataset, CheckOptions, CheckReport, OnBadImage, Record, St
 pub use decode::{decode_rgb, sniff, DecodeError, Format, RgbImage, DEFAULT_MAX_PIXELS};
 pub use jpeg::{decode_jpeg, decode_jpeg_into, jpeg_header, JpegColor, JpegHeader, Window};
 pub use source::{
-    discover, is_cifar_binary, open_cifar, open_path, open_split, DataError, Dataset, Layout, Location, Sample,
+    devkit_id_to_label, discover, is_cifar_binary, open_cifar, open_path, open_split, parse_loc_val_solution,
+    DataError, Dataset, Layout, Location, Sample,
 };

@@ -2,7 +2,6 @@
 //! so that later runs need not walk the tree again. Written atomically (temporary file, then
 //! rename).
 
-use std::fs::File;
 use std::path::Path;
 
 use polars::prelude::*;
@@ -43,6 +42,11 @@ pub fn write_manifest(records: &[Record], path: &Path) -> Result<(), DataError> 
 
 /// Reads a manifest back.
 pub fn read_manifest(path: &Path) -> Result<DataFrame, DataError> {
-    let file = File::open(path).map_err(|source| DataError::Io { path: path.to_path_buf(), source })?;
-    ParquetReader::new(file).finish().map_err(polars_err(path))
+    // Guarded against corrupt files (polars panics or aborts on some; found by fuzzing).
+    exvit_rundir::read_parquet(path).map_err(|e| match e {
+        exvit_rundir::RunDirError::Format { message, .. } => {
+            DataError::Layout { path: path.to_path_buf(), message: format!("manifest: {message}") }
+        }
+        other => DataError::Layout { path: path.to_path_buf(), message: format!("manifest: {other}") },
+    })
 }

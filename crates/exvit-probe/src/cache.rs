@@ -262,8 +262,14 @@ impl Cache {
         for k in 0..self.manifest.shards() {
             let path = shard_path(&self.dir, k);
             let file = File::open(&path).map_err(ProbeError::io(&path))?;
+            // polars panics on some corrupt files (found by fuzzing): an error naming the file.
             let df =
-                IpcReader::new(file).with_columns(Some(names.clone())).finish().map_err(ProbeError::table(&path))?;
+                exvit_common::unwind::catch_panic(|| IpcReader::new(file).with_columns(Some(names.clone())).finish())
+                    .map_err(|m| ProbeError::Table {
+                        path: path.clone(),
+                        message: format!("not a readable Arrow IPC shard (the reader failed: {m})"),
+                    })?
+                    .map_err(ProbeError::table(&path))?;
             let n = df.height();
             let col_u32 = |name: &str| -> Result<Vec<u32>, ProbeError> {
                 let c = df.column(name).map_err(ProbeError::table(&path))?;

@@ -41,6 +41,9 @@ pub enum ProbeError {
         /// All shards.
         total: usize,
     },
+    /// The cache folder is being written by another process.
+    #[error(transparent)]
+    Lock(#[from] exvit_common::LockError),
     /// A tap, pooling or combination that does not exist.
     #[error("{0}")]
     Tap(String),

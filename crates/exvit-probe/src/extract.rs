@@ -104,6 +104,8 @@ pub struct ExtractSummary {
 /// to the cache `dir`. A cache made with the same settings is resumed at its first missing
 /// shard; one made with other settings is refused. `stop` ends the run after the current batch
 /// (the finished shards stay). `progress(images_done, images_total)` is called per batch.
+/// The cache is locked while it is written ([`exvit_common::DirLock`]): a second extraction
+/// into it, from this process or another, gets [`ProbeError::Lock`] naming the holder.
 pub fn extract<B: Backend>(
     model: &MobileVit<B>,
     ds: Arc<Dataset>,
@@ -124,7 +126,8 @@ pub fn extract<B: Backend>(
         return Err(ProbeError::Config("no taps to extract".into()));
     }
     let manifest = manifest_for(model, &ds, cfg, device)?;
-    std::fs::create_dir_all(dir).map_err(ProbeError::io(dir))?;
+    // One writer per cache: a second extraction into it is refused, naming this one.
+    let _lock = exvit_common::DirLock::acquire(dir, "extracting features")?;
     let mpath = dir.join("manifest.json");
     if mpath.exists() {
         let text = std::fs::read_to_string(&mpath).map_err(ProbeError::io(&mpath))?;

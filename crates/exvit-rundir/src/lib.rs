@@ -47,6 +47,7 @@ pub use header::RunHeader;
 pub use layout::RunDir;
 pub use metrics::{read_metrics, write_metrics, MetricKind, MetricRow};
 pub use params::{count_params_in_file, is_buffer_key};
+pub use parquet::read_parquet;
 pub use predictions::{read_predictions, write_predictions, Predictions};
 pub use provenance::{read_provenance, write_provenance, Provenance};
 pub use tables::{read_cka, read_probes, write_cka, write_probes, CkaRow, ProbeRow};

@@ -1,7 +1,13 @@
 //! Parquet through polars: atomic writes and column readers that name the file and the column.
 
 use std::fs::File;
+use std::io::Cursor;
 use std::path::Path;
+
+use polars::io::parquet::read::FileMetadata;
+use polars_buffer::Buffer;
+use polars_parquet::parquet::page::CompressedPage;
+use polars_parquet::parquet::read::get_page_iterator;
 
 use exvit_common::{write_atomic, FileError};
 use polars::prelude::*;
@@ -10,8 +16,70 @@ use crate::error::RunDirError;
 
 /// Reads a whole Parquet file.
 pub(crate) fn read(path: &Path) -> Result<DataFrame, RunDirError> {
+    read_parquet(path)
+}
+
+/// The most rows a Parquet file of `bytes` bytes may declare: 8 per byte. exvit's tables hold a
+/// distinct string or number per row (paths, iterations, taps), which no encoding stores in
+/// under a bit; a larger count is a corrupt footer, and polars would allocate for it before
+/// reading a page (an abort, found by fuzzing).
+fn max_rows(bytes: u64) -> u64 {
+    bytes.saturating_mul(8).saturating_add(64)
+}
+
+/// Reads a whole Parquet file written by exvit (a table of its own: metrics, predictions,
+/// probes, CKA, dataset manifests), defended against corrupt files: polars' reader panics on
+/// some (contained, [`exvit_common::unwind`]) and aborts the process on a footer that declares
+/// absurd row counts (refused here first, [`max_rows`]). Errors name the file.
+pub fn read_parquet(path: &Path) -> Result<DataFrame, RunDirError> {
+    let bad = RunDirError::format(path);
     let file = File::open(path).map_err(FileError::at(path))?;
-    ParquetReader::new(file).finish().map_err(|e| RunDirError::format(path)(e.to_string()))
+    let bytes = file.metadata().map_err(FileError::at(path))?.len();
+    let mut reader = ParquetReader::new(file);
+    let unreadable = |m: String| bad(format!("not a readable Parquet file (the reader failed: {m})"));
+    let (rows, groups) = exvit_common::unwind::catch_panic(|| {
+        reader
+            .get_metadata()
+            .map(|m| (m.num_rows as u64, m.row_groups.iter().map(|g| g.num_rows() as u64).collect::<Vec<_>>()))
+    })
+    .map_err(unreadable)?
+    .map_err(|e| bad(e.to_string()))?;
+    if rows > max_rows(bytes) || groups.iter().try_fold(0u64, |a, &g| a.checked_add(g)) != Some(rows) {
+        return Err(bad(format!(
+            "corrupt Parquet footer: {rows} rows declared (row groups: {groups:?}) in a file of {bytes} bytes"
+        )));
+    }
+    let metadata = reader.get_metadata().map_err(|e| bad(e.to_string()))?.clone();
+    exvit_common::unwind::catch_panic(|| check_pages(path, &metadata, bytes, rows)).map_err(unreadable)??;
+    exvit_common::unwind::catch_panic(|| reader.finish()).map_err(unreadable)?.map_err(|e| bad(e.to_string()))
+}
+
+/// Reads every page header of every column chunk: each page's value count must be one a file
+/// of `bytes` bytes can hold (at most 8 per byte; a negative count read as a huge one made
+/// polars abort on a bitmap of 2^61 bytes, found by fuzzing).
+fn check_pages(path: &Path, metadata: &FileMetadata, bytes: u64, rows: u64) -> Result<(), RunDirError> {
+    let bad = RunDirError::format(path);
+    let data = Buffer::from_vec(std::fs::read(path).map_err(FileError::at(path))?);
+    let cap = max_rows(bytes);
+    for group in &metadata.row_groups {
+        for column in group.parquet_columns() {
+            let pages = get_page_iterator(column, Cursor::new(data.clone()), Vec::new(), bytes as usize)
+                .map_err(|e| bad(format!("column `{}`: {e}", column.descriptor().path_in_schema.join("."))))?;
+            for page in pages {
+                let values = match page.map_err(|e| bad(format!("corrupt page: {e}")))? {
+                    CompressedPage::Data(p) => p.num_values() as u64,
+                    // A dictionary's size is its buffer's, read above within the page limit.
+                    CompressedPage::Dict(_) => 0,
+                };
+                if values > cap {
+                    return Err(bad(format!(
+                        "corrupt Parquet page: {values} values declared in a file of {bytes} bytes ({rows} rows)"
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Writes `df` to `path` atomically.

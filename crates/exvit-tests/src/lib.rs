@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use safetensors::{Dtype, SafeTensors};
 
+pub mod fuzz;
 pub mod parity;
 
 /// Every tensor of a safetensors file as `(key, raw bytes)`, sorted by key: two runs' weights

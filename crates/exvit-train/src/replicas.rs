@@ -194,6 +194,7 @@ where
         return Err(RunError::Replicas("data parallel needs at least one replica".into()));
     }
     let (train, val) = cfg.validate()?;
+    let _lock = crate::run::lock_run_dir(cfg)?;
     let classes = train.classes.len();
     let mut cfg = cfg.clone();
     if cfg.workers.is_none() {

@@ -63,6 +63,9 @@ pub enum RunError {
     /// A guard against silent failures fired (a non-finite tensor, diverged replicas).
     #[error(transparent)]
     Guard(#[from] crate::guard::GuardError),
+    /// The run directory is being written by another process.
+    #[error(transparent)]
+    Lock(#[from] exvit_common::LockError),
 }
 
 /// What the caller sees as training goes (for a progress bar).
@@ -144,6 +147,7 @@ pub fn initial_model<B: Backend>(
 
 /// Trains the run described by `cfg` (fresh, or resumed from its newest checkpoint when
 /// `resume`), until the end or until `stop` is set (Ctrl-C), when it checkpoints and returns.
+/// The run directory is locked meanwhile ([`lock_run_dir`]).
 pub fn train_run<B: AutodiffBackend>(
     cfg: &RunConfig,
     resume: bool,
@@ -151,6 +155,7 @@ pub fn train_run<B: AutodiffBackend>(
     device: &B::Device,
     progress: impl FnMut(Progress),
 ) -> Result<RunSummary, RunError> {
+    let _lock = lock_run_dir(cfg)?;
     let role = ReplicaRole::<B> {
         replica: Replica::default(),
         initial: None,
@@ -160,6 +165,13 @@ pub fn train_run<B: AutodiffBackend>(
         data: None,
     };
     train_replica(cfg, resume, &|_| stop.load(Ordering::SeqCst), device, role, progress)
+}
+
+/// Locks the run directory `cfg.out` for this run ([`exvit_common::DirLock`]): a second run
+/// writing it, from this process or another, is refused with [`RunError::Lock`] naming the
+/// holder; a lock left by a killed run is taken over.
+pub fn lock_run_dir(cfg: &RunConfig) -> Result<exvit_common::DirLock, RunError> {
+    Ok(exvit_common::DirLock::acquire(&cfg.out, "training")?)
 }
 
 /// What one data-parallel replica of a run is (the plain run: replica 0 of 1).

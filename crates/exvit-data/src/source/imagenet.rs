@@ -30,15 +30,7 @@ pub(super) fn open_imagenet_flat_val(root: &Path, split: String, entries: Vec<Pa
     };
     let label_of: LabelFn = if let Some(csv) = find("LOC_val_solution.csv") {
         let text = std::fs::read_to_string(&csv).map_err(io(&csv))?;
-        let mut map = std::collections::HashMap::new();
-        for (i, line) in text.lines().enumerate().skip(1) {
-            let (id, pred) =
-                line.split_once(',').ok_or_else(|| layout_err(&csv, format!("line {}: no comma", i + 1)))?;
-            let wnid = pred.split_whitespace().next().unwrap_or("");
-            let label = crate::classes::imagenet_index(wnid)
-                .ok_or_else(|| layout_err(&csv, format!("line {}: `{wnid}` is not an ImageNet-1k wnid", i + 1)))?;
-            map.insert(id.to_string(), label);
-        }
+        let map = parse_loc_val_solution(&text, &csv)?;
         Box::new(move |p: &Path| map.get(split_name(p).split('.').next().unwrap_or("")).copied())
     } else if let (Some(gt), Some(meta)) = (find("ILSVRC2012_validation_ground_truth.txt"), find("meta.mat")) {
         let by_id = devkit_id_to_label(&meta)?;
@@ -73,6 +65,22 @@ pub(super) fn open_imagenet_flat_val(root: &Path, split: String, entries: Vec<Pa
     samples.sort_by(|a, b| a.label.cmp(&b.label).then_with(|| a.location.display().cmp(&b.location.display())));
     let classes = crate::classes::imagenet_classes().iter().map(|c| c.wnid.to_string()).collect();
     Ok(Dataset { root: root.to_path_buf(), split, layout: Layout::ImageNetFlatVal, classes, samples })
+}
+
+/// Kaggle's `LOC_val_solution.csv` (`ImageId,PredictionString`, a header line, then e.g.
+/// `ILSVRC2012_val_00008726,n02119789 255 142 454 329 n02119789 44 21 322 295`): image id →
+/// sorted-wnid class index of its first box. `path` names the file in errors.
+pub fn parse_loc_val_solution(text: &str, path: &Path) -> Result<std::collections::HashMap<String, usize>, DataError> {
+    let layout_err = |message: String| DataError::Layout { path: path.to_path_buf(), message };
+    let mut map = std::collections::HashMap::new();
+    for (i, line) in text.lines().enumerate().skip(1) {
+        let (id, pred) = line.split_once(',').ok_or_else(|| layout_err(format!("line {}: no comma", i + 1)))?;
+        let wnid = pred.split_whitespace().next().unwrap_or("");
+        let label = crate::classes::imagenet_index(wnid)
+            .ok_or_else(|| layout_err(format!("line {}: `{wnid}` is not an ImageNet-1k wnid", i + 1)))?;
+        map.insert(id.to_string(), label);
+    }
+    Ok(map)
 }
 
 /// The devkit's `ILSVRC2012_ID` → sorted-wnid class index, from `meta.mat`'s `synsets`.

@@ -28,7 +28,7 @@ pub(crate) use self::cifar::cifar_rgb;
 use self::cifar::CIFAR_RECORD_PIXELS;
 pub use self::cifar::{is_cifar_binary, open_cifar};
 pub use self::folder::open_split;
-pub use self::imagenet::devkit_id_to_label;
+pub use self::imagenet::{devkit_id_to_label, parse_loc_val_solution};
 use crate::decode::{decode_rgb, RgbImage};
 use crate::error::io;
 pub use crate::error::DataError;

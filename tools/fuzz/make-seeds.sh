@@ -39,7 +39,7 @@ cp "$images/palette.gif" "$images/gray.jpg" "$work/folder/b/"
 "$exvit" data pack "$work/folder" "$work/tar" --per-shard 4 >/dev/null
 cp "$work/tar"/shard-*.tar "$seeds/tar_shard/"
 "$exvit" data check "$work/folder" --manifest-dir "$work/manifests" >/dev/null
-cp "$work/manifests"/*.parquet "$seeds/manifest/"
+cp "$work/manifests"/*.parquet "$seeds/manifest/manifest.parquet"
 # The devkit's meta.mat.
 cp tests/fixtures/data/devkit/meta.mat "$seeds/matfile/"
 # A CIFAR-10 batch of two records (label byte + 3072 pixel bytes).

@@ -100,8 +100,14 @@ where
     meta.insert("exvit.iteration".into(), pos.iteration.to_string());
     meta.insert("exvit.optim_step".into(), trainer.optim.step.to_string());
     meta.insert("exvit.ema_updates".into(), trainer.ema.as_ref().map_or(0, |e| e.updates).to_string());
-    write_safetensors(path, &tensors, meta)
-        .map_err(|e| CheckpointError::Io { path: path.into(), message: e.to_string() })
+    write_safetensors(path, &tensors, meta).map_err(|e| CheckpointError::Io {
+        path: path.into(),
+        // The file is named once (the writer's error names it too).
+        message: match e {
+            exvit_zoo::WeightsError::Io { source, .. } => source.to_string(),
+            e => e.to_string(),
+        },
+    })
 }
 
 /// Restores `trainer` from `path`; returns the position and the metadata. Every model, EMA

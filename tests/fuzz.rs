@@ -235,3 +235,30 @@ fn corrupt_manifests_found_by_fuzzing_are_errors_naming_the_file() {
     }
     assert!(n >= 6, "{n} regression inputs");
 }
+
+/// Feature-cache manifests that lie (found by reading the code the fuzzer pointed at): zero
+/// rows per shard divided by zero, 10^18 samples made `Cache::open` look for 10^18 shards (a
+/// hang), column widths that overflow. Each is now an error naming the file.
+#[test]
+fn lying_cache_manifests_are_errors_naming_the_file() {
+    let dir = exvit_tests::repo_root().join("fuzz/regressions/feature_cache");
+    for (name, expect) in
+        [("shard_rows_zero", "`shard_rows` is 0"), ("samples_1e18", "shards missing"), ("dims_overflow", "overflow")]
+    {
+        let bytes = std::fs::read(dir.join(format!("{name}.bin"))).unwrap();
+        let (manifest, shard) = exvit_tests::fuzz::split2(&bytes);
+        let cache = std::env::temp_dir().join(format!("exvit-fuzz-regression-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&cache).unwrap();
+        std::fs::write(cache.join("manifest.json"), manifest).unwrap();
+        std::fs::write(cache.join("shard-00000.arrow"), shard).unwrap();
+        let err = exvit_probe::Cache::open(&cache)
+            .and_then(|c| {
+                let cols: Vec<String> = c.manifest.taps.iter().map(|t| t.spec.column()).collect();
+                c.read(&cols.iter().map(String::as_str).collect::<Vec<_>>()).map(drop)
+            })
+            .expect_err(name)
+            .to_string();
+        assert!(err.contains(expect) && err.contains(&cache.display().to_string()), "{name}: {err}");
+        std::fs::remove_dir_all(&cache).unwrap();
+    }
+}

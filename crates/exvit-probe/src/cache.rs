@@ -212,10 +212,23 @@ impl Cache {
             path: path.clone(),
             message: format!("not an exvit cache manifest: {e}"),
         })?;
+        if manifest.shard_rows == 0 {
+            return Err(ProbeError::Table { path, message: "`shard_rows` is 0".into() });
+        }
+        // Counted from the folder's listing, not by asking for each shard the manifest
+        // declares: a corrupt `samples` could declare 2^60 of them (found by fuzzing).
         let total = manifest.shards();
-        let missing = (0..total).filter(|&k| !shard_path(dir, k).exists()).count();
-        if missing > 0 {
-            return Err(ProbeError::Incomplete { path: dir.to_path_buf(), missing, total });
+        let present = std::fs::read_dir(dir)
+            .map_err(ProbeError::io(dir))?
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.strip_prefix("shard-")?.strip_suffix(".arrow")?.parse::<usize>().ok()
+            })
+            .filter(|&k| k < total)
+            .count();
+        if present < total {
+            return Err(ProbeError::Incomplete { path: dir.to_path_buf(), missing: total - present, total });
         }
         Ok(Cache { dir: dir.to_path_buf(), manifest })
     }
@@ -255,7 +268,10 @@ impl Cache {
     pub fn read(&self, specs: &[&str]) -> Result<Features, ProbeError> {
         let taps: Vec<CachedTap> = specs.iter().map(|s| self.find(s).cloned()).collect::<Result<_, _>>()?;
         let dims: Vec<usize> = taps.iter().map(|t| t.dim).collect();
-        let width: usize = dims.iter().sum();
+        let width = dims.iter().try_fold(0usize, |a, &d| a.checked_add(d)).ok_or_else(|| ProbeError::Table {
+            path: self.dir.join("manifest.json"),
+            message: format!("column widths {dims:?} overflow"),
+        })?;
         let (mut data, mut labels, mut indices) = (Vec::new(), Vec::new(), Vec::new());
         let mut names: Vec<String> = vec!["index".into(), "label".into()];
         names.extend(taps.iter().map(|t| t.spec.column()));

@@ -262,3 +262,18 @@ fn lying_cache_manifests_are_errors_naming_the_file() {
         std::fs::remove_dir_all(&cache).unwrap();
     }
 }
+
+/// A MAT file whose struct dims declared 2^31 elements made the reader allocate 16 GB for them
+/// (found by the mutation fuzzer once it had an uncompressed seed); now an error.
+#[test]
+fn a_mat_file_declaring_more_elements_than_it_holds_is_an_error() {
+    let dir = exvit_tests::repo_root().join("fuzz/regressions/matfile");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let bytes = std::fs::read(e.unwrap().path()).unwrap();
+        let err = exvit_data::matfile::read_mat(&bytes).expect_err("a corrupt MAT file");
+        assert!(!err.is_empty());
+        n += 1;
+    }
+    assert!(n >= 1);
+}

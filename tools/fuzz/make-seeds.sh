@@ -40,8 +40,25 @@ cp "$images/palette.gif" "$images/gray.jpg" "$work/folder/b/"
 cp "$work/tar"/shard-*.tar "$seeds/tar_shard/"
 "$exvit" data check "$work/folder" --manifest-dir "$work/manifests" >/dev/null
 cp "$work/manifests"/*.parquet "$seeds/manifest/manifest.parquet"
-# The devkit's meta.mat.
+# The devkit's meta.mat, as it is (zlib-compressed elements) and inflated (so that mutations
+# reach the element structure instead of breaking the deflate stream).
 cp tests/fixtures/data/devkit/meta.mat "$seeds/matfile/"
+python3 - tests/fixtures/data/devkit/meta.mat "$seeds/matfile/meta_inflated.mat" <<'PY'
+import struct, sys, zlib
+b = open(sys.argv[1], "rb").read()
+out, pos = bytearray(b[:128]), 128
+while pos + 8 <= len(b):
+    ty, n = struct.unpack_from("<II", b, pos)
+    data = b[pos + 8:pos + 8 + n]
+    if ty == 15:  # miCOMPRESSED: its inflated bytes are a whole element
+        data = zlib.decompress(data)
+        out += data + bytes(-len(data) % 8)
+        pos += 8 + n
+    else:
+        out += b[pos:pos + 8 + n + (-n % 8)]
+        pos += 8 + n + (-n % 8)
+open(sys.argv[2], "wb").write(bytes(out))
+PY
 # A CIFAR-10 batch of two records (label byte + 3072 pixel bytes).
 python3 -c "
 import sys

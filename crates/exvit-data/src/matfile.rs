@@ -107,9 +107,14 @@ pub fn read_mat(bytes: &[u8]) -> Result<Vec<(String, MatValue)>, String> {
         let inflated;
         let (ty, data) = if ty == MI_COMPRESSED {
             let mut buf = Vec::new();
+            // A few hundred bytes of zlib can inflate to gigabytes: bounded.
             flate2::read::ZlibDecoder::new(data)
+                .take(MAX_INFLATED + 1)
                 .read_to_end(&mut buf)
                 .map_err(|e| format!("bad compressed element: {e}"))?;
+            if buf.len() as u64 > MAX_INFLATED {
+                return Err(format!("a compressed element inflates to over {MAX_INFLATED} bytes"));
+            }
             inflated = buf;
             let (t, d, _) = element(&inflated, 0)?;
             (t, d)
@@ -117,7 +122,7 @@ pub fn read_mat(bytes: &[u8]) -> Result<Vec<(String, MatValue)>, String> {
             (ty, data)
         };
         if ty == MI_MATRIX {
-            out.push(matrix(data)?);
+            out.push(matrix(data, 0)?);
         }
     }
     Ok(out)
@@ -164,8 +169,18 @@ fn numbers(ty: u32, d: &[u8]) -> Result<Vec<f64>, String> {
     })
 }
 
-/// Parses a miMATRIX element's data into (name, value).
-fn matrix(d: &[u8]) -> Result<(String, MatValue), String> {
+/// The most bytes one compressed element may inflate to (the ImageNet devkit's `meta.mat`
+/// inflates to well under 1 MiB).
+const MAX_INFLATED: u64 = 256 << 20;
+
+/// How deep structs may nest (`meta.mat`'s `synsets` is one level; each level recurses).
+const MAX_DEPTH: usize = 16;
+
+/// Parses a miMATRIX element's data into (name, value); `depth`: how many structs enclose it.
+fn matrix(d: &[u8], depth: usize) -> Result<(String, MatValue), String> {
+    if depth > MAX_DEPTH {
+        return Err(format!("structs nested deeper than {MAX_DEPTH}"));
+    }
     if d.is_empty() {
         return Ok((String::new(), MatValue::Other(0)));
     }
@@ -175,7 +190,7 @@ fn matrix(d: &[u8]) -> Result<(String, MatValue), String> {
     let dims: Vec<usize> = numbers(ty, dims_raw)?.into_iter().map(|v| v as usize).collect();
     let (_, name_raw, mut p) = element(d, p)?;
     let name = String::from_utf8_lossy(name_raw).into_owned();
-    let count: usize = dims.iter().product();
+    let count = dims.iter().try_fold(1usize, |a, &b| a.checked_mul(b));
     let value = match class {
         2 => {
             let (ty, len_raw, p2) = element(d, p)?;
@@ -186,6 +201,11 @@ fn matrix(d: &[u8]) -> Result<(String, MatValue), String> {
                 .chunks(field_len.max(1))
                 .map(|c| String::from_utf8_lossy(c).trim_end_matches('\0').to_string())
                 .collect();
+            // Each element of each field takes at least an 8-byte tag: a count the data cannot
+            // hold is a corrupt header, not a reason to allocate for it.
+            let count = count
+                .filter(|&c| c.saturating_mul(fields.len()) <= d.len() / 8 && (c <= d.len() || !fields.is_empty()))
+                .ok_or_else(|| format!("struct dims {dims:?} declare more elements than {} bytes hold", d.len()))?;
             let mut elements = Vec::with_capacity(count);
             for _ in 0..count {
                 let mut vals = Vec::with_capacity(fields.len());
@@ -195,7 +215,7 @@ fn matrix(d: &[u8]) -> Result<(String, MatValue), String> {
                     if ty != MI_MATRIX {
                         return Err(format!("struct field is element type {ty}, expected a matrix"));
                     }
-                    vals.push(matrix(sub)?.1);
+                    vals.push(matrix(sub, depth + 1)?.1);
                 }
                 elements.push(vals);
             }

@@ -7,6 +7,17 @@
 //! prints the dependency's message first.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// How many [`catch_panic`] calls are running now, on any thread.
+static CONTAINING: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether some [`catch_panic`] is running now (on any thread: a contained reader may panic on
+/// its thread pool's threads). A fuzzer's panic hook uses it to tell a contained panic from a
+/// finding.
+pub fn containing() -> bool {
+    CONTAINING.load(Ordering::SeqCst) > 0
+}
 
 /// Runs `f`; a panic inside it (on this thread or re-raised from a thread pool it used) comes
 /// back as `Err(message)`.
@@ -23,7 +34,10 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 /// assert_eq!(e, Err("thrift bool field".to_string()));
 /// ```
 pub fn catch_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
-    catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
+    CONTAINING.fetch_add(1, Ordering::SeqCst);
+    let result = catch_unwind(AssertUnwindSafe(f));
+    CONTAINING.fetch_sub(1, Ordering::SeqCst);
+    result.map_err(|payload| {
         payload
             .downcast_ref::<String>()
             .cloned()

@@ -57,8 +57,20 @@ pub const TARGETS: &[Target] = &[
     Target { name: "loc_csv", what: "Kaggle's LOC_val_solution.csv", run: loc_csv },
 ];
 
-/// Runs target `name` on `data` (panics on an unknown name).
+/// Runs target `name` on `data` (panics on an unknown name): the entry point of the libFuzzer
+/// binaries. A panic is a finding (the process aborts, which libFuzzer reports with the input)
+/// unless exvit contains it as an error ([`exvit_common::unwind::catch_panic`], around readers
+/// that panic on corrupt files): libfuzzer-sys's hook would abort on those too.
 pub fn run(name: &str, data: &[u8]) {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            if !exvit_common::unwind::containing() {
+                eprintln!("{info}\n{}", std::backtrace::Backtrace::force_capture());
+                std::process::abort();
+            }
+        }))
+    });
     let t = TARGETS.iter().find(|t| t.name == name).unwrap_or_else(|| panic!("no fuzz target `{name}`"));
     (t.run)(data)
 }

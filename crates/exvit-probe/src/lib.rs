@@ -9,6 +9,7 @@
 //! Everything that computes is generic over the burn backend, so the same code runs on the CPU
 //! (flex) and on the GPU.
 
+pub mod attention;
 pub mod cache;
 pub mod cka;
 pub mod error;

@@ -95,6 +95,22 @@ impl<B: Backend> Attention<B> {
         };
         self.proj_drop.forward(self.proj.forward(y))
     }
+
+    /// [`Attention::forward`] that also returns the attention probabilities, `[B, heads, N, N]`
+    /// (each query's softmax over the keys: what timm's `attn_drop` receives), for analysis.
+    /// Always burn's generic path, slower than the fused one.
+    pub fn forward_with_probs(&self, x: Tensor<B, 3>) -> (Tensor<B, 3>, Tensor<B, 4>) {
+        let dims = x.dims();
+        or_panic(check_last_dim(&|| format!("Attention(dim {}, heads {})", self.dim, self.num_heads), dims, self.dim));
+        let qkv = self.qkv.forward(x);
+        let probs = std::cell::RefCell::new(None);
+        let y = crate::fast::attention_generic(qkv, self.num_heads, |a| {
+            *probs.borrow_mut() = Some(a.clone());
+            self.attn_drop.forward(a)
+        });
+        let probs = probs.into_inner().expect("the attention ran");
+        (self.proj_drop.forward(self.proj.forward(y)), probs)
+    }
 }
 
 /// timm's `Mlp`: `fc1`, SiLU, dropout, `fc2`, dropout.
@@ -184,5 +200,13 @@ impl<B: Backend> TransformerBlock<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let x = x.clone().add(self.drop_path.forward(self.attn.forward(self.norm1.forward(x))));
         x.clone().add(self.drop_path.forward(self.mlp.forward(self.norm2.forward(x))))
+    }
+
+    /// [`TransformerBlock::forward`] and its attention probabilities, `[B, heads, N, N]`
+    /// ([`Attention::forward_with_probs`]).
+    pub fn forward_with_attention(&self, x: Tensor<B, 3>) -> (Tensor<B, 3>, Tensor<B, 4>) {
+        let (a, probs) = self.attn.forward_with_probs(self.norm1.forward(x.clone()));
+        let x = x.add(self.drop_path.forward(a));
+        (x.clone().add(self.drop_path.forward(self.mlp.forward(self.norm2.forward(x)))), probs)
     }
 }

@@ -152,6 +152,54 @@ impl<B: Backend> MobileVitBlock<B> {
     pub fn patch_size(&self) -> usize {
         self.patch_size
     }
+
+    /// The block's output, and what each transformer layer does inside it (for per-layer taps
+    /// and attention analysis): see [`BlockLayers`]. Runs burn's generic attention.
+    pub fn forward_with_layers(&self, x: Tensor<B, 4>) -> (Tensor<B, 4>, BlockLayers<B>) {
+        let shortcut = x.clone();
+        let x = self.conv_1x1.forward(self.conv_kxk.forward(x));
+        let [b, c, h, w] = x.dims();
+        let (mut t, grid) = unfold(x, self.patch_size);
+        let (mut tokens, mut attention) = (Vec::new(), Vec::new());
+        for blk in &self.transformer {
+            let (next, probs) = blk.forward_with_attention(t);
+            tokens.push(next.clone());
+            attention.push(probs);
+            t = next;
+        }
+        let normed = self.norm.forward(t);
+        let x = fold(normed.clone(), b, c, grid, self.patch_size, [h, w]);
+        let x = self.conv_proj.forward(x);
+        let out = self.conv_fusion.forward(Tensor::cat(vec![shortcut, x], 1));
+        (out, BlockLayers { tokens, attention, normed, grid, map: (h, w), batch: b })
+    }
+}
+
+/// What the transformer layers of one [`MobileVitBlock`] computed for a batch.
+#[derive(Debug, Clone)]
+pub struct BlockLayers<B: Backend> {
+    /// Each layer's output tokens, `[N·P, num_patches, dim]` (before the final LayerNorm).
+    pub tokens: Vec<Tensor<B, 3>>,
+    /// Each layer's attention probabilities, `[N·P, heads, num_patches, num_patches]`.
+    pub attention: Vec<Tensor<B, 4>>,
+    /// The last layer's tokens after the final LayerNorm (what the block folds back).
+    pub normed: Tensor<B, 3>,
+    /// The patch grid `(n_h, n_w)` (of the map resized up to multiples of the patch side).
+    pub grid: (usize, usize),
+    /// The map the transformer's unfold took, `(H, W)` before any resize.
+    pub map: (usize, usize),
+    /// Images in the batch (`N`).
+    pub batch: usize,
+}
+
+impl<B: Backend> BlockLayers<B> {
+    /// `tokens` (`[N·P, num_patches, C]`) folded back to a map `[N, C, H', W']` on the
+    /// patch-aligned size (a permutation of the tokens' values).
+    pub fn token_map(&self, tokens: Tensor<B, 3>, patch: usize) -> Tensor<B, 4> {
+        let c = tokens.dims()[2];
+        let (nh, nw) = self.grid;
+        fold(tokens, self.batch, c, self.grid, patch, [nh * patch, nw * patch])
+    }
 }
 
 /// Patch grid of an unfold: `(n_h, n_w)`.
@@ -184,5 +232,44 @@ pub fn fold<B: Backend>(
         resize_bilinear(x, size)
     } else {
         x
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn_flex::{Flex, FlexDevice};
+
+    fn input(b: usize, c: usize, h: usize, w: usize) -> Tensor<Flex, 4> {
+        let v: Vec<f32> = (0..b * c * h * w).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+        Tensor::from_data(TensorData::new(v, [b, c, h, w]), &FlexDevice)
+    }
+
+    fn max_diff(a: Tensor<Flex, 4>, b: Tensor<Flex, 4>) -> f32 {
+        (a - b).abs().max().into_scalar()
+    }
+
+    #[test]
+    fn the_per_layer_path_equals_the_fused_forward_and_its_attention_rows_sum_to_one() {
+        let block = MobileVitBlockConfig::new(8, 16, 3).init::<Flex>(&FlexDevice);
+        // An even map and an odd one (resized up to 4 x 6 before the unfold, as timm does).
+        for (h, w) in [(6, 4), (3, 5)] {
+            let x = input(2, 8, h, w);
+            let (out, layers) = block.forward_with_layers(x.clone());
+            let (fused, tokens) = block.forward_with_tokens(x);
+            assert!(max_diff(out, fused) < 1e-5);
+            assert!((layers.normed.clone() - tokens).abs().max().into_scalar() < 1e-5);
+            let (nh, nw) = (h.div_ceil(2), w.div_ceil(2));
+            assert_eq!((layers.grid, layers.map, layers.batch), ((nh, nw), (h, w), 2));
+            assert_eq!((layers.tokens.len(), layers.attention.len()), (3, 3));
+            for a in &layers.attention {
+                // [B·P, heads, N, N]: MobileVitBlockConfig's 4 heads, 2·4 sequences.
+                assert_eq!(a.dims(), [2 * 4, 4, nh * nw, nh * nw]);
+                let rows = a.clone().sum_dim(3);
+                assert!((rows - 1.0).abs().max().into_scalar() < 1e-5);
+            }
+            let map = layers.token_map(layers.tokens[2].clone(), 2);
+            assert_eq!(map.dims(), [2, 16, nh * 2, nw * 2]);
+        }
     }
 }

@@ -228,8 +228,8 @@ mod tests {
         let mut one = AttentionStats::new(2, g);
         one.update(all.clone());
         let mut streamed = AttentionStats::new(2, g);
-        streamed.update(all.clone().slice([0..1]));
-        streamed.update(all.slice([1..4]));
+        streamed.update(all.clone().narrow(0, 0, 1));
+        streamed.update(all.narrow(0, 1, 3));
         for (a, b) in one.finish().iter().zip(streamed.finish()) {
             assert_eq!(a.queries, b.queries);
             for (x, y) in [(a.distance, b.distance), (a.entropy, b.entropy), (a.self_attention, b.self_attention)] {

@@ -18,6 +18,20 @@ pub fn tensor_bytes(path: &Path) -> Vec<(String, Vec<u8>)> {
     t
 }
 
+/// `exvit probe extract` arguments for the tiny model (`tests/fixtures/parity/tiny.toml`, seed
+/// 3) over the split `data` into the cache `out`: `taps` at `resolution`, batch 4, 8 rows per
+/// shard, one loader thread.
+pub fn tiny_extract_args(data: &Path, out: &Path, taps: &str, resolution: usize) -> Vec<String> {
+    let path = |p: &Path| p.to_str().expect("a UTF-8 path").to_string();
+    let model = repo_root().join("tests/fixtures/parity/tiny.toml");
+    let args = ["probe", "extract", "--model", &path(&model), "--seed", "3", "--data", &path(data), "--taps", taps];
+    let mut v: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let rest = ["--resolution", &resolution.to_string(), "--batch", "4", "--shard-rows", "8", "--workers", "1"];
+    v.extend(rest.iter().map(|a| a.to_string()));
+    v.extend(["--out".to_string(), path(out)]);
+    v
+}
+
 /// A tiny training run's config (the TOML variant `tests/fixtures/parity/tiny.toml`, 24 px,
 /// batch 4, a checkpoint every 2 iterations, cvnets' recipe shortened to `epochs`) reading
 /// `dir/data` and writing `out`; saved as `dir/<out's name>.toml`, whose path is returned.

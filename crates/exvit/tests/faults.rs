@@ -96,35 +96,8 @@ fn cache_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
     v
 }
 
-fn extract_args(data: &Path, model: &Path, out: &Path) -> Vec<String> {
-    [
-        "probe",
-        "extract",
-        "--model",
-        &s(model),
-        "--seed",
-        "3",
-        "--data",
-        &s(data),
-        "--taps",
-        "stem,stages.2:avgmax,final_conv",
-        "--resolution",
-        "64",
-        "--batch",
-        "4",
-        "--shard-rows",
-        "8",
-        "--workers",
-        "1",
-        "--out",
-        &s(out),
-    ]
-    .map(String::from)
-    .to_vec()
-}
-
-fn tiny_model() -> PathBuf {
-    exvit_tests::repo_root().join("tests/fixtures/parity/tiny.toml")
+fn extract_args(data: &Path, out: &Path) -> Vec<String> {
+    exvit_tests::tiny_extract_args(data, out, "stem,stages.2:avgmax,final_conv", 64)
 }
 
 #[test]
@@ -159,7 +132,7 @@ fn a_second_extraction_into_a_cache_in_use_is_refused_and_a_dead_ones_lock_taken
     let data = dir.join("data");
     exvit_data::synthetic::write_tinted_dataset(&data, 16, 48, 48).unwrap();
     let out = dir.join("cache");
-    let args = extract_args(&data, &tiny_model(), &out);
+    let args = extract_args(&data, &out);
     let mut first = spawn(&args);
     let pid = first.id();
     wait_for(&mut first, "a lock", || held_by(&out, pid));
@@ -274,7 +247,7 @@ fn extract_kills(kills: usize, seed: u64) {
     exvit_data::synthetic::write_tinted_dataset(&data, 40, 64, 64).unwrap();
     let reference = dir.join("reference");
     let t = Instant::now();
-    let args = extract_args(&data, &tiny_model(), &reference);
+    let args = extract_args(&data, &reference);
     let (ok, stdout, stderr) = exvit(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(ok, "{stdout}{stderr}");
     let wall = t.elapsed();
@@ -283,7 +256,7 @@ fn extract_kills(kills: usize, seed: u64) {
         kills,
         seed,
         wall,
-        |job, _| extract_args(&data, &tiny_model(), &dir.join(format!("killed-{job}"))),
+        |job, _| extract_args(&data, &dir.join(format!("killed-{job}"))),
         |job| dir.join(format!("killed-{job}")).join("shard-00000.arrow").exists(),
         |job| {
             let got = cache_files(&dir.join(format!("killed-{job}")));

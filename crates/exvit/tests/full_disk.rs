@@ -176,27 +176,8 @@ fn no_space_line(s: &str) -> String {
 }
 
 fn extract(data: &Path, out: &Path) -> (bool, String, String) {
-    let model = exvit_tests::repo_root().join("tests/fixtures/parity/tiny.toml");
-    exvit(&[
-        "probe",
-        "extract",
-        "--model",
-        &s(&model),
-        "--data",
-        &s(data),
-        "--taps",
-        "stem,stages.2,final_conv",
-        "--resolution",
-        "32",
-        "--batch",
-        "4",
-        "--shard-rows",
-        "8",
-        "--workers",
-        "1",
-        "--out",
-        &s(out),
-    ])
+    let args = exvit_tests::tiny_extract_args(data, out, "stem,stages.2,final_conv", 32);
+    exvit(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 #[test]

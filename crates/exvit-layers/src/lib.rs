@@ -35,7 +35,7 @@ pub use drop::DropPath;
 pub use head::{ClassifierHead, ClassifierHeadConfig, ExShortcut, ExShortcutConfig};
 pub use inverted_residual::{BottleneckBlock, BottleneckBlockConfig};
 pub use linear::{Linear, LinearConfig};
-pub use mobilevit_block::{BlockLayers, MobileVitBlock, MobileVitBlockConfig};
+pub use mobilevit_block::{BlockLayers, MobileVitBlock, MobileVitBlockConfig, TokenMaps};
 pub use norm::{BatchNorm2d, BatchNorm2dConfig, LayerNorm, LayerNormConfig};
 pub use shape::{check_channels, check_last_dim, ShapeError};
 

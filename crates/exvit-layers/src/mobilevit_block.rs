@@ -135,17 +135,26 @@ impl<B: Backend> MobileVitBlock<B> {
 }
 
 impl<B: Backend> MobileVitBlock<B> {
-    /// The block's output and the transformer's tokens (after the final LayerNorm) folded back
-    /// to a map, `[N, transformer_dim, H', W']` (`H'`, `W'`: the patch-aligned size; the fold is
-    /// a permutation, so the map holds exactly the tokens' values).
-    pub fn forward_with_token_map(&self, x: Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 4>) {
-        let [b, _, h, w] = x.dims();
+    /// The block's output and, as maps `[N, transformer_dim, H', W']`, each transformer layer's
+    /// output tokens and the tokens after the final LayerNorm (`H'`, `W'`: the patch-aligned
+    /// size; the fold is a permutation, so a map holds exactly the tokens' values). Runs the
+    /// same (fused where available) layers as [`Self::forward`]; for per-layer feature taps.
+    pub fn forward_with_token_maps(&self, x: Tensor<B, 4>) -> (Tensor<B, 4>, TokenMaps<B>) {
+        let shortcut = x.clone();
+        let x = self.conv_1x1.forward(self.conv_kxk.forward(x));
+        let [b, c, h, w] = x.dims();
         let p = self.patch_size;
-        let (out, tokens) = self.forward_with_tokens(x);
-        let (nh, nw) = (h.div_ceil(p), w.div_ceil(p));
-        let c = tokens.dims()[2];
-        let map = fold(tokens, b, c, (nh, nw), p, [nh * p, nw * p]);
-        (out, map)
+        let (mut t, grid) = unfold(x, p);
+        let aligned = [grid.0 * p, grid.1 * p];
+        let mut layers = Vec::with_capacity(self.transformer.len());
+        for blk in &self.transformer {
+            t = blk.forward(t);
+            layers.push(fold(t.clone(), b, c, grid, p, aligned));
+        }
+        let normed = self.norm.forward(t);
+        let norm = fold(normed.clone(), b, c, grid, p, aligned);
+        let x = self.conv_proj.forward(fold(normed, b, c, grid, p, [h, w]));
+        (self.conv_fusion.forward(Tensor::cat(vec![shortcut, x], 1)), TokenMaps { layers, norm })
     }
 
     /// Patch side.
@@ -173,6 +182,17 @@ impl<B: Backend> MobileVitBlock<B> {
         let out = self.conv_fusion.forward(Tensor::cat(vec![shortcut, x], 1));
         (out, BlockLayers { tokens, attention, normed, grid, map: (h, w), batch: b })
     }
+}
+
+/// The tokens of one [`MobileVitBlock`]'s transformer folded back to maps
+/// `[N, transformer_dim, H', W']` on the patch-aligned size: timm's
+/// `stages.S.B.transformer.K` (each layer's output) and `stages.S.B.norm`.
+#[derive(Debug, Clone)]
+pub struct TokenMaps<B: Backend> {
+    /// Each transformer layer's output, in order.
+    pub layers: Vec<Tensor<B, 4>>,
+    /// The last layer's output after the final LayerNorm (what the block folds back).
+    pub norm: Tensor<B, 4>,
 }
 
 /// What the transformer layers of one [`MobileVitBlock`] computed for a batch.

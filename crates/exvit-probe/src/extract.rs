@@ -226,7 +226,10 @@ fn manifest_for<B: Backend>(
     let infos = list_taps(model, &cfg.model, cfg.eval.crop, device)?;
     let mut taps = Vec::new();
     for spec in &cfg.taps {
-        let info = infos.iter().find(|i| i.name == spec.tap).ok_or_else(|| {
+        // A tap's old name (`stages.S.B.transformer`) is kept in the manifest as given, so an
+        // older cache still resumes.
+        let canonical = MobileVit::<B>::canonical_tap(&spec.tap);
+        let info = infos.iter().find(|i| i.name == canonical).ok_or_else(|| {
             ProbeError::Tap(format!(
                 "model `{}` has no tap `{}`; its taps: {}",
                 cfg.model,

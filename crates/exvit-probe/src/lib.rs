@@ -10,6 +10,7 @@
 //! (flex) and on the GPU.
 
 pub mod attention;
+pub mod attention_run;
 pub mod cache;
 pub mod cka;
 pub mod error;
@@ -19,11 +20,15 @@ pub mod pool;
 pub mod probe;
 pub mod study;
 
+pub use attention_run::{attention_maps, attention_stats, balanced_subset, first_blocks, AttentionConfig};
 pub use cache::{Cache, CachedTap, Dtype, Features, Manifest};
 pub use cka::{linear_cka, linear_cka_host};
 pub use error::ProbeError;
 pub use extract::{extract, list_taps, ExtractConfig, ExtractSummary, TapInfo};
-pub use exvit_rundir::{read_cka, read_probes, write_cka, write_probes, CkaRow, ProbeRow, WeightsRef};
+pub use exvit_rundir::{
+    read_attention, read_attention_maps, read_cka, read_probes, write_attention, write_attention_maps, write_cka,
+    write_probes, AttentionMap, AttentionMaps, AttentionRow, CkaRow, MapImage, ProbeRow, WeightsRef,
+};
 pub use matrix::Matrix;
 pub use pool::{Pooling, TapSpec};
 pub use probe::{fit_logreg, run_probe, standardize, LogReg, ProbeConfig, ProbeResult};

@@ -42,11 +42,15 @@ fn taps_agree_with_the_forward_pass() {
             "stem",
             "stages.0",
             "stages.1",
-            "stages.2.1.transformer",
+            "stages.2.1.transformer.0",
+            "stages.2.1.norm",
             "stages.2",
-            "stages.3.1.transformer",
+            "stages.3.1.transformer.0",
+            "stages.3.1.transformer.1",
+            "stages.3.1.norm",
             "stages.3",
-            "stages.4.1.transformer",
+            "stages.4.1.transformer.0",
+            "stages.4.1.norm",
             "stages.4",
             "final_conv",
             "exshortcuts.0",
@@ -75,7 +79,7 @@ fn taps_agree_with_the_forward_pass() {
     }
     // The transformer tap holds the block's tokens (after its LayerNorm): 24 wide, and a
     // LayerNorm without affine shift... is checked through its per-token mean over channels.
-    let t = map(get("stages.3.1.transformer"));
+    let t = map(get("stages.3.1.norm"));
     assert_eq!(t.dims(), [2, 24, 4, 4]);
     // Asking for an early tap alone gives the same values (the forward pass stops early).
     let early = model.forward_taps(image(1, 64), &["stages.1".to_string()], "tiny_ex").unwrap();
@@ -85,7 +89,7 @@ fn taps_agree_with_the_forward_pass() {
 }
 
 #[test]
-fn the_transformer_tap_is_a_permutation_of_the_tokens() {
+fn per_layer_taps_are_the_transformer_tokens_folded() {
     B::seed(&dev(), 4);
     let model: MobileVit<B> = tiny(5).init(&dev());
     let x = image(2, 64);
@@ -93,13 +97,36 @@ fn the_transformer_tap_is_a_permutation_of_the_tokens() {
     let TapOutput::Map(h) = h[0].clone() else { panic!() };
     let h = model.stages[3][0].forward(h);
     let exvit_zoo::StageBlock::MobileVit(block) = &model.stages[3][1] else { panic!("stage 3 is a MobileViT block") };
-    let (_, tokens) = block.forward_with_tokens(h.clone());
-    let (_, map) = block.forward_with_token_map(h);
-    let mut a = tokens.into_data().to_vec::<f32>().unwrap();
-    let mut b = map.into_data().to_vec::<f32>().unwrap();
+    let (out, maps) = block.forward_with_token_maps(h.clone());
+    let (out_ref, layers) = block.forward_with_layers(h.clone());
+    let (_, normed) = block.forward_with_tokens(h);
+    assert_eq!(maps.layers.len(), 2);
+    assert!(max_diff(gap(out), gap(out_ref)) < 1e-5);
+    // Each layer's map is its tokens folded (the generic attention path agrees with the fused
+    // one to float rounding), the post-norm map the LayerNorm's tokens: exactly the values.
+    for (k, map) in maps.layers.iter().enumerate() {
+        assert_eq!(map.dims(), [2, 24, 4, 4]);
+        let folded = layers.token_map(layers.tokens[k].clone(), block.patch_size());
+        assert!(max_diff(gap(map.clone()), gap(folded.clone())) < 1e-5, "layer {k}");
+        let (a, b) = (map.clone().into_data().to_vec::<f32>().unwrap(), folded.into_data().to_vec::<f32>().unwrap());
+        assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-4), "layer {k}: folded the same way");
+    }
+    let mut a = normed.into_data().to_vec::<f32>().unwrap();
+    let mut b = maps.norm.clone().into_data().to_vec::<f32>().unwrap();
     a.sort_by(f32::total_cmp);
     b.sort_by(f32::total_cmp);
     assert_eq!(a, b);
+    // The zoo's taps hold the same maps; the old name of the post-norm tap still works.
+    let names: Vec<String> =
+        ["stages.3.1.transformer.1", "stages.3.1.norm", "stages.3.1.transformer"].map(String::from).to_vec();
+    let taps = model.forward_taps(x, &names, "tiny").unwrap();
+    let map = |t: &TapOutput<B>| match t {
+        TapOutput::Map(m) => m.clone().into_data().to_vec::<f32>().unwrap(),
+        TapOutput::Vector(_) => panic!("a map"),
+    };
+    assert_eq!(map(&taps[0]), maps.layers[1].clone().into_data().to_vec::<f32>().unwrap());
+    assert_eq!(map(&taps[1]), maps.norm.into_data().to_vec::<f32>().unwrap());
+    assert_eq!(map(&taps[2]), map(&taps[1]));
 }
 
 #[test]

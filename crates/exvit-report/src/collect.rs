@@ -3,8 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use exvit_rundir::{
-    count_params_in_file, read_cka, read_metrics, read_predictions, read_probes, read_provenance, CkaRow, MetricKind,
-    MetricRow, Predictions, ProbeRow, Provenance, RunDir, RunDirError, RunHeader,
+    count_params_in_file, read_attention, read_attention_maps, read_cka, read_metrics, read_predictions, read_probes,
+    read_provenance, AttentionMaps, AttentionRow, CkaRow, MetricKind, MetricRow, Predictions, ProbeRow, Provenance,
+    RunDir, RunDirError, RunHeader,
 };
 
 use crate::ReportError;
@@ -67,6 +68,11 @@ pub struct Inputs {
     pub probes: Vec<ProbeRow>,
     /// CKA rows of every `cka.parquet`.
     pub cka: Vec<CkaRow>,
+    /// Attention statistics of every `attention.parquet`.
+    pub attention: Vec<AttentionRow>,
+    /// The attention maps of every folder holding `attention_maps.parquet` (image indices
+    /// renumbered to be unique across folders).
+    pub maps: AttentionMaps,
     /// The files read.
     pub files: Vec<PathBuf>,
 }
@@ -76,7 +82,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ReportError + '_ {
 }
 
 /// Scans each folder (to a depth of 3) for run directories (`config.toml` + `metrics.parquet`),
-/// `probes.parquet` and `cka.parquet`.
+/// `probes.parquet`, `cka.parquet`, `attention.parquet` and attention maps
+/// (`attention_maps.parquet` with `attention_images.parquet`).
 pub fn collect(dirs: &[PathBuf]) -> Result<Inputs, ReportError> {
     let mut found = Inputs::default();
     let mut seen = std::collections::BTreeSet::new();
@@ -117,6 +124,24 @@ fn scan(
     if cka.is_file() {
         out.cka.extend(read_cka(&cka).map_err(input)?);
         out.files.push(cka);
+    }
+    let attention = dir.join("attention.parquet");
+    if attention.is_file() {
+        out.attention.extend(read_attention(&attention).map_err(input)?);
+        out.files.push(attention);
+    }
+    if AttentionMaps::maps_path(dir).is_file() {
+        let m = read_attention_maps(dir).map_err(input)?;
+        let offset = out.maps.images.iter().map(|i| i.image + 1).max().unwrap_or(0);
+        out.maps.images.extend(m.images.into_iter().map(|mut i| {
+            i.image += offset;
+            i
+        }));
+        out.maps.maps.extend(m.maps.into_iter().map(|mut x| {
+            x.image += offset;
+            x
+        }));
+        out.files.extend([AttentionMaps::maps_path(dir), AttentionMaps::images_path(dir)]);
     }
     if depth < 3 {
         let mut subdirs: Vec<PathBuf> = std::fs::read_dir(dir)

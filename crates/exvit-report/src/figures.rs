@@ -28,7 +28,12 @@ pub fn depth_key(tap: &str) -> f64 {
     match parts.as_slice() {
         ["stem"] => 0.0,
         ["stages", s] => s.parse::<f64>().map_or(50.0, |s| s + 1.0),
-        ["stages", s, _, "transformer"] => s.parse::<f64>().map_or(50.0, |s| s + 0.5),
+        // Inside a MobileViT block: its transformer layers, then the post-norm tokens
+        // (`transformer` is that tap's old name), before the stage's output.
+        ["stages", s, _, "transformer", k] => {
+            s.parse::<f64>().map_or(50.0, |s| s + 0.5 + 0.04 * k.parse::<f64>().unwrap_or(0.0).min(10.0))
+        }
+        ["stages", s, _, "norm" | "transformer"] => s.parse::<f64>().map_or(50.0, |s| s + 0.95),
         ["final_conv"] => 100.0,
         ["exshortcuts", n] => 101.0 + n.parse::<f64>().unwrap_or(0.0),
         ["pooled"] => 200.0,
@@ -252,5 +257,6 @@ pub(crate) fn figures(
         });
     }
 
+    figures.extend(crate::attention::attention_figures(inputs, color_of)?);
     Ok(figures)
 }

@@ -1,6 +1,7 @@
 //! exvit-report: one self-contained HTML file (inline SVG plots, no network) and a Markdown
 //! twin, from run directories (`metrics.parquet`, `config.toml`, `provenance.json`) and probe
-//! tables (`probes.parquet`, `cka.parquet`). It only reads: nothing here trains or computes
+//! tables (`probes.parquet`, `cka.parquet`) and attention tables (`attention.parquet`,
+//! `attention_maps.parquet`). It only reads: nothing here trains or computes
 //! features.
 //!
 //! ```text
@@ -9,8 +10,10 @@
 //!      ─> page: report.html, report.md, report_figures/*.svg
 //! ```
 //!
-//! It depends on exvit-rundir (the formats) and plotters only: no burn, no model code.
+//! It depends on exvit-rundir (the formats), plotters and png (the images under attention
+//! maps) only: no burn, no model code.
 
+pub mod attention;
 pub mod collect;
 pub mod figures;
 pub mod page;

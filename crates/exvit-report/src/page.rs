@@ -75,9 +75,10 @@ pub fn render(inputs: &Inputs, opts: &ReportOptions) -> Result<Report, ReportErr
     }
     // One colour per model: the runs' models in table order, then models that only have probes.
     let mut colour_order: Vec<&str> = models.iter().map(|(m, _)| m.as_str()).collect();
-    for p in &inputs.probes {
-        if !colour_order.contains(&p.model.as_str()) {
-            colour_order.push(&p.model);
+    let later = inputs.probes.iter().map(|p| &p.model).chain(inputs.attention.iter().map(|a| &a.model));
+    for m in later {
+        if !colour_order.contains(&m.as_str()) {
+            colour_order.push(m);
         }
     }
     let color_of = |model: &str| -> usize { colour_order.iter().position(|m| *m == model).unwrap_or(0) };
@@ -119,7 +120,7 @@ th{{background:#f3f3f3}}figure{{margin:1.5em 0}}figcaption{{font-size:13px;color
         table_html(&mut h, t);
     }
     if figures.is_empty() {
-        h.push_str("<p>No runs or probe tables were found: nothing to plot.</p>\n");
+        h.push_str("<p>No runs, probe or attention tables were found: nothing to plot.</p>\n");
     }
     for f in figures {
         let _ = writeln!(

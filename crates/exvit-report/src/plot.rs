@@ -27,6 +27,8 @@ pub enum LineStyle {
     Dashed,
     /// Dots (reference levels).
     Dotted,
+    /// No line: the points alone (a scatter).
+    None,
 }
 
 /// How a series' points are marked.
@@ -58,7 +60,7 @@ pub struct Series {
 /// Pixels between dashes and dots: `(on, off)`.
 fn pattern(line: LineStyle) -> Option<(u32, u32)> {
     match line {
-        LineStyle::Solid => None,
+        LineStyle::Solid | LineStyle::None => None,
         LineStyle::Dashed => Some((7, 4)),
         LineStyle::Dotted => Some((2, 3)),
     }
@@ -92,6 +94,7 @@ fn draw_legend<DB: DrawingBackend>(
         let color = PALETTE[s.color % PALETTE.len()];
         let pts = [(x, y), (x + 28, y)];
         match pattern(s.line) {
+            _ if s.line == LineStyle::None => {}
             None => area.draw(&PathElement::new(pts.to_vec(), color.stroke_width(2))).map_err(|e| e.to_string())?,
             Some((on, off)) => {
                 let mut a = x;
@@ -190,6 +193,7 @@ pub fn line_chart(
             let color = PALETTE[s.color % PALETTE.len()];
             let style = color.stroke_width(2);
             match pattern(s.line) {
+                _ if s.line == LineStyle::None => {}
                 None => {
                     chart
                         .draw_series(LineSeries::new(s.points.iter().copied(), style))

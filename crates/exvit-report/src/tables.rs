@@ -217,6 +217,7 @@ pub(crate) fn tables(inputs: &Inputs, models: &[(String, Vec<&Run>)], opts: &Rep
             rows,
         });
     }
+    out.extend(crate::attention::attention_table(inputs));
     if !inputs.runs.is_empty() {
         let rows = inputs
             .runs

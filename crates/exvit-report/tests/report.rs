@@ -62,12 +62,36 @@ fn tables_hold_means_stds_and_paired_deltas() {
 
 #[test]
 fn probe_axis_follows_the_forward_pass() {
-    let mut taps = ["pooled", "stages.3", "stem", "final_conv", "stages.2.1.transformer", "stages.2", "exshortcuts.0"];
+    let mut taps = [
+        "pooled",
+        "stages.3",
+        "stem",
+        "final_conv",
+        "stages.2.1.norm",
+        "stages.2.1.transformer.1",
+        "stages.2",
+        "exshortcuts.0",
+        "stages.2.1.transformer.0",
+        "stages.3.1.transformer.3",
+    ];
     taps.sort_by(|a, b| depth_key(a).total_cmp(&depth_key(b)));
     assert_eq!(
         taps,
-        ["stem", "stages.2.1.transformer", "stages.2", "stages.3", "final_conv", "exshortcuts.0", "pooled"]
+        [
+            "stem",
+            "stages.2.1.transformer.0",
+            "stages.2.1.transformer.1",
+            "stages.2.1.norm",
+            "stages.2",
+            "stages.3.1.transformer.3",
+            "stages.3",
+            "final_conv",
+            "exshortcuts.0",
+            "pooled"
+        ]
     );
+    // The post-norm tap's old name sorts where the new one does.
+    assert_eq!(depth_key("stages.2.1.transformer"), depth_key("stages.2.1.norm"));
 }
 
 #[test]

@@ -12,7 +12,8 @@
 //! RUN_DIR/model.safetensors, ema.safetensors   the latest weights, timm keys
 //! ```
 //!
-//! and the probe tables `probes.parquet` and `cka.parquet`. The training engine and the probe
+//! and the probe tables `probes.parquet` and `cka.parquet`, and the attention tables
+//! `attention.parquet`, `attention_maps.parquet` and `attention_images.parquet`. The training engine and the probe
 //! crate write through this crate; the report reads through it, so it needs neither burn nor the
 //! engine. Readers are lenient where a format grew (a config key added later, a provenance
 //! field missing in old runs) and strict where a value is needed (a missing column is an error
@@ -31,6 +32,7 @@
 //! # std::fs::remove_dir_all(dir.path()).unwrap();
 //! ```
 
+mod attention;
 mod error;
 mod header;
 mod layout;
@@ -42,6 +44,10 @@ mod provenance;
 mod tables;
 mod weights;
 
+pub use attention::{
+    read_attention, read_attention_maps, write_attention, write_attention_maps, AttentionMap, AttentionMaps,
+    AttentionRow, MapImage,
+};
 pub use error::RunDirError;
 pub use header::RunHeader;
 pub use layout::RunDir;

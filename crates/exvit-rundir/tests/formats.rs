@@ -153,3 +153,119 @@ fn bad_input_names_the_file_and_the_field() {
     assert!(err(count_params_in_file(&w)).contains("w.safetensors"));
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+fn attention_row(head: u32, distance: f64) -> AttentionRow {
+    AttentionRow {
+        model: "mobilevit_xxs".into(),
+        weights: WeightsRef::Init { seed: 3 },
+        block: "stages.2.1".into(),
+        layer: 1,
+        head,
+        size: 64,
+        grid_h: 4,
+        grid_w: 4,
+        step_h: 16.0,
+        step_w: 16.0,
+        distance,
+        entropy: 1.25,
+        self_attention: 0.125,
+        images: 10,
+    }
+}
+
+fn attention_maps() -> AttentionMaps {
+    AttentionMaps {
+        images: vec![MapImage {
+            image: 0,
+            label: "cat".into(),
+            source: "val/cat/1.png".into(),
+            width: 2,
+            height: 1,
+            rgb: vec![0, 1, 2, 250, 251, 252],
+        }],
+        maps: ["centre", "mean"]
+            .iter()
+            .map(|q| AttentionMap {
+                model: "m".into(),
+                weights: WeightsRef::File("w.safetensors".into()),
+                image: 0,
+                block: "stages.3.1".into(),
+                layer: 0,
+                head: 2,
+                query: q.to_string(),
+                grid_h: 1,
+                grid_w: 3,
+                values: vec![0.25, 0.5, 0.25],
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn attention_tables_round_trip_and_append() {
+    let d = tmp("attention");
+    let p = d.join("attention.parquet");
+    write_attention(&p, &[attention_row(0, 12.5)]).unwrap();
+    write_attention(&p, &[attention_row(1, 20.0), attention_row(2, 0.0)]).unwrap();
+    let rows = read_attention(&p).unwrap();
+    assert_eq!(rows, [attention_row(0, 12.5), attention_row(1, 20.0), attention_row(2, 0.0)]);
+    assert_eq!(rows[0].tap(), "stages.2.1.transformer.1");
+    let maps = attention_maps();
+    write_attention_maps(&d, &maps).unwrap();
+    assert_eq!(read_attention_maps(&d).unwrap(), maps);
+    // A second model's maps of the same image and of a new one: the image is stored once.
+    let mut more = attention_maps();
+    more.images[0].image = 5;
+    more.images.push(MapImage { image: 9, source: "val/dog/2.png".into(), ..more.images[0].clone() });
+    more.maps[0] = AttentionMap { model: "other".into(), image: 5, ..more.maps[0].clone() };
+    more.maps[1] = AttentionMap { model: "other".into(), image: 9, ..more.maps[1].clone() };
+    write_attention_maps(&d, &more).unwrap();
+    let all = read_attention_maps(&d).unwrap();
+    assert_eq!(
+        all.images.iter().map(|i| (i.image, i.source.as_str())).collect::<Vec<_>>(),
+        [(0, "val/cat/1.png"), (1, "val/dog/2.png")]
+    );
+    assert_eq!(
+        all.maps.iter().map(|m| (m.model.as_str(), m.image)).collect::<Vec<_>>(),
+        [("m", 0), ("m", 0), ("other", 0), ("other", 1)]
+    );
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn attention_maps_that_disagree_with_their_grids_or_images_are_refused() {
+    // A grid that does not match its values.
+    let d = tmp("attention-bad");
+    let mut maps = attention_maps();
+    maps.maps[1].grid_w = 4;
+    write_attention_maps(&d, &maps).unwrap();
+    let e = err(read_attention_maps(&d));
+    assert!(e.contains("attention_maps.parquet") && e.contains("12 bytes of values for a 1x4 grid"), "{e}");
+    // A map whose image is missing: refused when written, and when read (folders mixed by hand).
+    let e = err(write_attention_maps(&tmp("attention-bad-w"), &AttentionMaps { images: vec![], ..attention_maps() }));
+    assert!(e.contains("refers to image 0"), "{e}");
+    let other = tmp("attention-bad-other");
+    let mut two = attention_maps();
+    two.images.push(MapImage { image: 1, source: "val/dog/2.png".into(), ..two.images[0].clone() });
+    two.maps[0].image = 1;
+    write_attention_maps(&other, &two).unwrap();
+    let good = tmp("attention-bad-good");
+    write_attention_maps(&good, &attention_maps()).unwrap();
+    std::fs::copy(AttentionMaps::maps_path(&other), AttentionMaps::maps_path(&good)).unwrap();
+    let e = err(read_attention_maps(&good));
+    assert!(e.contains("image 1 is not in") && e.contains("attention_images.parquet"), "{e}");
+    // An image whose bytes do not match its size.
+    let d = tmp("attention-bad-rgb");
+    let mut maps = attention_maps();
+    maps.images[0].height = 2;
+    write_attention_maps(&d, &maps).unwrap();
+    let e = err(read_attention_maps(&d));
+    assert!(e.contains("attention_images.parquet") && e.contains("6 bytes of RGB for 2x2 pixels"), "{e}");
+    // One of the two files gone.
+    std::fs::remove_file(AttentionMaps::images_path(&good)).unwrap();
+    let e = err(read_attention_maps(&good));
+    assert!(e.contains("attention_images.parquet"), "{e}");
+    for f in ["attention-bad", "attention-bad-w", "attention-bad-other", "attention-bad-good", "attention-bad-rgb"] {
+        let _ = std::fs::remove_dir_all(tmp(f));
+    }
+}

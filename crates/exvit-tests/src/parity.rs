@@ -186,3 +186,94 @@ pub fn check_train<B: AutodiffBackend>(file: &str, dev: &B::Device) {
         worst_rel.1
     );
 }
+
+/// The largest difference between `got` (a tensor's values, row-major) and the fixture's entry
+/// `o.{key}` (whole, or a sample of entries plus mean and mean |x|), after checking the shape.
+fn compare_entry(fx: &Fixture, file: &str, key: &str, shape: &[usize], got: &[f32], tol: f64) -> f64 {
+    let exp_shape: Vec<usize> = fx.get(&format!("o.{key}.shape")).values.iter().map(|&v| v as usize).collect();
+    assert_eq!(shape, &exp_shape[..], "{file}: shape of `{key}`");
+    let (idx, want): (Vec<usize>, &[f64]) = match fx.tensors.get(&format!("o.{key}")) {
+        Some(full) => ((0..full.values.len()).collect(), &full.values),
+        None => {
+            let st = &fx.get(&format!("o.{key}.stats")).values;
+            let n = got.len() as f64;
+            let mean = got.iter().map(|&v| v as f64).sum::<f64>() / n;
+            let mean_abs = got.iter().map(|&v| (v as f64).abs()).sum::<f64>() / n;
+            assert!(
+                (mean - st[0]).abs() <= tol && (mean_abs - st[1]).abs() <= tol,
+                "{file}: `{key}` mean {mean} / mean|x| {mean_abs}, timm {} / {}",
+                st[0],
+                st[1]
+            );
+            (
+                fx.get(&format!("o.{key}.idx")).values.iter().map(|&v| v as usize).collect(),
+                &fx.get(&format!("o.{key}.val")).values,
+            )
+        }
+    };
+    let (worst, at) = idx
+        .iter()
+        .zip(want)
+        .map(|(&i, &w)| ((got[i] as f64 - w).abs(), i))
+        .fold((0.0f64, 0usize), |a, b| if b.0 > a.0 { b } else { a });
+    assert!(worst <= tol, "{file}: `{key}` differs from timm by {worst:.3e} at flat index {at} (tolerance {tol:e})");
+    worst
+}
+
+/// Attention parity of one fixture of tools/parity/make_attention_fixtures.py on backend `B`:
+/// every MobileViT block's per-layer taps (`stages.S.B.transformer.K`, `stages.S.B.norm`)
+/// within `tap_tol` of timm's transformer outputs folded to maps, and every layer's attention
+/// probabilities (`MobileVit::forward_attention`) within `prob_tol` of the input of timm's
+/// attention dropout. Returns the largest differences (taps, probabilities).
+pub fn check_attention<B: Backend>(file: &str, dev: &B::Device, tap_tol: f64, prob_tol: f64) -> (f64, f64) {
+    let fx = Fixture::read(&repo_root().join("tests/fixtures/parity").join(file));
+    let name = fx.meta("model");
+    let size: usize = fx.meta("size").parse().unwrap();
+    let seed: u64 = fx.meta("seed").parse().unwrap();
+    let batch: usize = fx.meta("batch").parse().unwrap();
+    let recorded: Vec<String> = serde_json::from_str(fx.meta("recorded")).unwrap();
+    let classes = if name == "tiny" { 10 } else { 1000 };
+    let model = reference_init(create_model::<B>(&model_arg(name), classes, dev).unwrap(), seed);
+    let x = Tensor::<B, 4>::from_data(reference_input(seed, [batch, 3, size, size]), dev);
+
+    // The taps: every per-layer and post-norm tap the model lists, each recorded by timm.
+    let taps: Vec<String> =
+        model.tap_names().into_iter().filter(|t| t.contains(".transformer.") || t.ends_with(".norm")).collect();
+    assert!(!taps.is_empty(), "{file}: the model lists no per-block taps");
+    let outs = model.forward_taps(x.clone(), &taps, name).unwrap();
+    let mut tap_worst = 0.0f64;
+    for (tap, out) in taps.iter().zip(outs) {
+        let exvit_zoo::TapOutput::Map(m) = out else { panic!("{file}: `{tap}` is not a map") };
+        let key = format!("t.{tap}");
+        assert!(recorded.contains(&key), "{file}: timm recorded no `{key}`");
+        let shape = m.dims().to_vec();
+        tap_worst =
+            tap_worst.max(compare_entry(&fx, file, &key, &shape, &m.into_data().to_vec::<f32>().unwrap(), tap_tol));
+    }
+    // The attention probabilities of every layer of every block.
+    let mut prob_worst = 0.0f64;
+    let mut layers = 0;
+    for block in model.forward_attention(x, &[], name).unwrap() {
+        for (k, p) in block.layers.attention.into_iter().enumerate() {
+            let key = format!("a.{}.transformer.{k}", block.name);
+            assert!(recorded.contains(&key), "{file}: timm recorded no `{key}`");
+            let shape = p.dims().to_vec();
+            prob_worst = prob_worst.max(compare_entry(
+                &fx,
+                file,
+                &key,
+                &shape,
+                &p.into_data().to_vec::<f32>().unwrap(),
+                prob_tol,
+            ));
+            layers += 1;
+        }
+    }
+    let timm_layers = recorded.iter().filter(|k| k.starts_with("a.")).count();
+    assert_eq!(layers, timm_layers, "{file}: attention layers compared vs recorded by timm");
+    eprintln!(
+        "{file}: {} taps, max |diff| {tap_worst:.2e}; {layers} attention layers, max |diff| {prob_worst:.2e}",
+        taps.len()
+    );
+    (tap_worst, prob_worst)
+}

@@ -50,8 +50,8 @@ pub mod weights;
 pub use exvit_common::nonfinite::{NonFinite, NonFiniteCount};
 pub use load::{classes_in_weights, load_model, load_model_with, LoadError, ModelWeights};
 pub use mobilevit::{
-    ChannelOrder, ExShortcutSpec, InvalidConfig, MobileVit, MobileVitConfig, ModelOutputs, PretrainedCfg, StageBlock,
-    StageConfig, TapOutput, TransformerConfig, UnknownTap,
+    BlockAttention, ChannelOrder, ExShortcutSpec, InvalidConfig, MobileVit, MobileVitConfig, ModelOutputs,
+    PretrainedCfg, StageBlock, StageConfig, TapOutput, TransformerConfig, UnknownTap,
 };
 pub use registry::{
     create_model, model_config, model_names, module_params, resolve_model, zoo_table, Entry, ZooError, ZooRow, REGISTRY,

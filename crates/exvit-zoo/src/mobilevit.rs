@@ -5,8 +5,8 @@ use burn::prelude::*;
 use burn::tensor::TensorData;
 use exvit_layers::head::global_avg_pool;
 use exvit_layers::{
-    BottleneckBlock, BottleneckBlockConfig, ClassifierHead, ClassifierHeadConfig, ConvNormAct, ConvNormActConfig,
-    ExShortcut, ExShortcutConfig, MobileVitBlock, MobileVitBlockConfig, ShapeError, TypedLayer,
+    BlockLayers, BottleneckBlock, BottleneckBlockConfig, ClassifierHead, ClassifierHeadConfig, ConvNormAct,
+    ConvNormActConfig, ExShortcut, ExShortcutConfig, MobileVitBlock, MobileVitBlockConfig, ShapeError, TypedLayer,
 };
 use serde::{Deserialize, Serialize};
 
@@ -374,16 +374,21 @@ pub struct UnknownTap {
 
 impl<B: Backend> MobileVit<B> {
     /// Every point of the forward pass that can be tapped, in forward order, with timm's module
-    /// names: `stem`, each `stages.S`, inside each MobileViT block `stages.S.B.transformer` (the
-    /// transformer's tokens after its final LayerNorm, before the fold), `final_conv`, each
-    /// `exshortcuts.N` (its map after SiLU, before the pool) and `pooled` (the classifier
-    /// input, a vector).
+    /// names: `stem`, each `stages.S`, inside each MobileViT block `stages.S.B.transformer.K`
+    /// (transformer layer `K`'s output tokens) and `stages.S.B.norm` (the tokens after the
+    /// final LayerNorm, before the fold), `final_conv`, each `exshortcuts.N` (its map after
+    /// SiLU, before the pool) and `pooled` (the classifier input, a vector). Tokens are tapped
+    /// as maps on the patch-aligned size ([`exvit_layers::TokenMaps`]).
+    ///
+    /// [`Self::forward_taps`] also takes `stages.S.B.transformer`, the name exvit ≤ 0.3 gave
+    /// the post-norm tap, as an alias of `stages.S.B.norm` (older caches and scripts use it).
     pub fn tap_names(&self) -> Vec<String> {
         let mut v = vec!["stem".to_string()];
         for (s, blocks) in self.stages.iter().enumerate() {
             for (b, block) in blocks.iter().enumerate() {
-                if matches!(block, StageBlock::MobileVit(_)) {
-                    v.push(format!("stages.{s}.{b}.transformer"));
+                if let StageBlock::MobileVit(m) = block {
+                    v.extend((0..m.transformer.len()).map(|k| format!("stages.{s}.{b}.transformer.{k}")));
+                    v.push(format!("stages.{s}.{b}.norm"));
                 }
             }
             v.push(format!("stages.{s}"));
@@ -392,6 +397,14 @@ impl<B: Backend> MobileVit<B> {
         v.extend((0..self.exshortcuts.len()).map(|i| format!("exshortcuts.{i}")));
         v.push("pooled".to_string());
         v
+    }
+
+    /// `name`, with the legacy alias `stages.S.B.transformer` read as `stages.S.B.norm`.
+    pub fn canonical_tap(name: &str) -> String {
+        match name.strip_suffix(".transformer") {
+            Some(block) if block.starts_with("stages.") && block.split('.').count() == 3 => format!("{block}.norm"),
+            _ => name.to_string(),
+        }
     }
 
     /// The values at `wanted` (names of [`Self::tap_names`]), in the order asked. The forward
@@ -403,9 +416,11 @@ impl<B: Backend> MobileVit<B> {
         model: &str,
     ) -> Result<Vec<TapOutput<B>>, UnknownTap> {
         let names = self.tap_names();
-        for w in wanted {
+        let asked = wanted;
+        let wanted: Vec<String> = asked.iter().map(|w| Self::canonical_tap(w)).collect();
+        for (w, a) in wanted.iter().zip(asked) {
             if !names.contains(w) {
-                return Err(UnknownTap { model: model.to_string(), name: w.clone(), known: names.join(", ") });
+                return Err(UnknownTap { model: model.to_string(), name: a.clone(), known: names.join(", ") });
             }
         }
         if let Err(e) = self.check_input(&x.dims()) {
@@ -431,11 +446,14 @@ impl<B: Backend> MobileVit<B> {
         let mut stage_out = Vec::new();
         for (s, blocks) in self.stages.iter().enumerate().take(last_stage) {
             for (b, block) in blocks.iter().enumerate() {
-                let name = format!("stages.{s}.{b}.transformer");
+                let prefix = format!("stages.{s}.{b}.");
                 h = match block {
-                    StageBlock::MobileVit(m) if is_wanted(&name) => {
-                        let (out, map) = m.forward_with_token_map(h);
-                        found.push((name, TapOutput::Map(map)));
+                    StageBlock::MobileVit(m) if wanted.iter().any(|w| w.starts_with(&prefix)) => {
+                        let (out, maps) = m.forward_with_token_maps(h);
+                        for (k, map) in maps.layers.into_iter().enumerate() {
+                            found.push((format!("{prefix}transformer.{k}"), TapOutput::Map(map)));
+                        }
+                        found.push((format!("{prefix}norm"), TapOutput::Map(maps.norm)));
                         out
                     }
                     _ => block.forward(h),
@@ -474,5 +492,83 @@ impl<B: Backend> MobileVit<B> {
             .iter()
             .map(|w| found.iter().find(|(n, _)| n == w).map(|(_, t)| t.clone()).expect("every wanted tap was computed"))
             .collect())
+    }
+}
+
+/// What one MobileViT block's transformer did in a forward pass: its layers' tokens and
+/// attention probabilities ([`BlockLayers`]), and where its input map lies in the image.
+#[derive(Debug, Clone)]
+pub struct BlockAttention<B: Backend> {
+    /// The block's module name, `stages.S.B`.
+    pub name: String,
+    /// Input pixels per pixel of the block's map: the stem's and preceding blocks' strides
+    /// multiplied (nominal: a stride-2 conv on an odd map still steps 2 pixels).
+    pub stride: usize,
+    /// The transformer's patch side.
+    pub patch: usize,
+    /// Its layers' tokens and attention.
+    pub layers: BlockLayers<B>,
+}
+
+impl<B: Backend> MobileVit<B> {
+    /// The names (`stages.S.B`) of the MobileViT blocks, in forward order.
+    pub fn mobilevit_blocks(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        for (s, blocks) in self.stages.iter().enumerate() {
+            for (b, block) in blocks.iter().enumerate() {
+                if matches!(block, StageBlock::MobileVit(_)) {
+                    v.push(format!("stages.{s}.{b}"));
+                }
+            }
+        }
+        v
+    }
+
+    /// Runs the forward pass up to the last of the MobileViT blocks named in `blocks` (names of
+    /// [`Self::mobilevit_blocks`]; every block when empty) and returns what each of them did,
+    /// attention probabilities included (burn's generic attention, not the fused kernel), in
+    /// forward order.
+    pub fn forward_attention(
+        &self,
+        x: Tensor<B, 4>,
+        blocks: &[String],
+        model: &str,
+    ) -> Result<Vec<BlockAttention<B>>, UnknownTap> {
+        let all = self.mobilevit_blocks();
+        for b in blocks {
+            if !all.contains(b) {
+                return Err(UnknownTap { model: model.to_string(), name: b.clone(), known: all.join(", ") });
+            }
+        }
+        let wanted = |n: &str| blocks.is_empty() || blocks.iter().any(|b| b == n);
+        let mut left = if blocks.is_empty() { all.len() } else { blocks.len() };
+        if let Err(e) = self.check_input(&x.dims()) {
+            panic!("{e}");
+        }
+        let mut stride = self.stem.stride();
+        let mut h = self.stem.forward(x);
+        let mut out = Vec::new();
+        'stages: for (s, stage) in self.stages.iter().enumerate() {
+            for (b, block) in stage.iter().enumerate() {
+                if left == 0 {
+                    break 'stages;
+                }
+                let name = format!("stages.{s}.{b}");
+                h = match block {
+                    StageBlock::MobileVit(m) if wanted(&name) => {
+                        let (y, layers) = m.forward_with_layers(h);
+                        out.push(BlockAttention { name, stride, patch: m.patch_size(), layers });
+                        left -= 1;
+                        y
+                    }
+                    _ => block.forward(h),
+                };
+                stride *= match block {
+                    StageBlock::Bottleneck(b) => b.stride(),
+                    StageBlock::MobileVit(m) => m.stride(),
+                };
+            }
+        }
+        Ok(out)
     }
 }

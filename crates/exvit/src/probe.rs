@@ -1,4 +1,4 @@
-//! `exvit probe taps | extract | fit | cka`.
+//! `exvit probe taps | extract | fit | cka | attention`.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,8 +9,9 @@ use burn::backend::Autodiff;
 use burn::prelude::Backend;
 use burn_flex::{Flex, FlexDevice};
 use exvit_probe::{
-    cka_caches, extract, list_taps, probe_caches, run_probe, write_cka, write_probes, Cache, Dtype, ExtractConfig,
-    Pooling, ProbeConfig, ProbeError, TapSpec,
+    attention_maps, attention_stats, cka_caches, extract, list_taps, probe_caches, run_probe, write_attention,
+    write_attention_maps, write_cka, write_probes, AttentionConfig, Cache, Dtype, ExtractConfig, Pooling, ProbeConfig,
+    ProbeError, TapSpec, WeightsRef,
 };
 use exvit_zoo::{resolve_model, MobileVit, ModelWeights};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -28,6 +29,9 @@ pub enum ProbeCommand {
     Fit(FitArgs),
     /// Linear CKA between the taps of one cache, or between two caches.
     Cka(CkaArgs),
+    /// Per-head mean attention distance, entropy and self-attention of every transformer
+    /// layer over a split (appended to attention.parquet), and attention maps of a few images.
+    Attention(AttentionArgs),
     /// Time one probe on synthetic features (default: 50,000 x 640, 1000 classes).
     Bench(ProbeBenchArgs),
 }
@@ -125,6 +129,53 @@ pub struct ExtractArgs {
 }
 
 #[derive(clap::Args, Debug)]
+pub struct AttentionArgs {
+    /// Zoo name or model TOML.
+    #[arg(long)]
+    model: String,
+    /// Weights (safetensors, timm keys). Without: the model at its seeded random init.
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Load weights even when they hold NaN or Inf (refused by default, naming the tensors).
+    #[arg(long)]
+    allow_nonfinite: bool,
+    /// Seed of the random init (without --weights).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Dataset folder (a split folder, a folder with splits, or a CIFAR binary folder).
+    #[arg(long)]
+    data: PathBuf,
+    /// Split inside --data.
+    #[arg(long, default_value = "val")]
+    split: String,
+    /// The statistics table (rows are appended); the maps go beside it
+    /// (attention_maps.parquet, attention_images.parquet).
+    #[arg(long, default_value = "attention.parquet")]
+    out: PathBuf,
+    /// MobileViT blocks to analyse, comma-separated (`stages.2.1,…`); all when absent.
+    #[arg(long)]
+    blocks: Option<String>,
+    /// Analyse at most this many images (balanced over the classes); all when absent.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Attention maps of this many images (the first image of each of the first classes),
+    /// layer 0 of the first MobileViT block of each stage; 0: none.
+    #[arg(long, default_value_t = 4)]
+    maps: usize,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    #[command(flatten)]
+    pre: crate::common::Preprocessing,
+    /// Loader threads (default: all cores).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Device: `cpu`, `cuda[:N]` (a build with the `cuda` feature) or `wgpu[:N]` (Vulkan; the `wgpu` feature).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+#[derive(clap::Args, Debug)]
 pub struct FitArgs {
     /// Cache of the training split.
     #[arg(long)]
@@ -188,6 +239,7 @@ pub fn run(cmd: ProbeCommand) -> Result<()> {
         ProbeCommand::Extract(a) => extract_cmd(a),
         ProbeCommand::Fit(a) => fit(a),
         ProbeCommand::Cka(a) => cka(a),
+        ProbeCommand::Attention(a) => attention_cmd(a),
         ProbeCommand::Bench(a) => bench(a),
     }
 }
@@ -448,5 +500,115 @@ fn bench(a: ProbeBenchArgs) -> Result<()> {
             "threads": threads, "peak_rss_mib": crate::bench::peak_rss_mib(),
         })
     );
+    Ok(())
+}
+
+/// The first image of each class in turn, `k` of them (different classes while there are).
+fn map_images(ds: &exvit_data::Dataset, k: usize) -> Vec<usize> {
+    exvit_probe::balanced_subset(ds, Some(k))
+}
+
+fn attention_cmd(a: AttentionArgs) -> Result<()> {
+    let device = parse_device(&a.device)?;
+    let (dir, ds) = open_split(&a.data, &a.split)?;
+    let mcfg = resolve_model(&a.model, 1)?;
+    let data = a.pre.resolve(&mcfg.pretrained)?;
+    let blocks: Vec<String> = a
+        .blocks
+        .as_deref()
+        .map(|b| b.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+        .unwrap_or_default();
+    let cfg = AttentionConfig {
+        model: a.model.clone(),
+        weights: match &a.weights {
+            Some(w) => WeightsRef::File(w.display().to_string()),
+            None => WeightsRef::Init { seed: a.seed },
+        },
+        blocks,
+        batch: a.batch,
+        limit: a.limit,
+        eval: data.eval_transform(),
+        norm: data.norm,
+        workers: a.workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        ctrlc::set_handler(move || {
+            if stop.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+            eprintln!("\nCtrl-C: stopping after this batch (again to abort)");
+        })
+        .context("installing the Ctrl-C handler")?;
+    }
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("attention {bar:40} {pos}/{len} images {per_sec} eta {eta}").expect("template"),
+    );
+    let progress = |done: usize, total: usize| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    };
+    let maps_dir = a.out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+    let started = std::time::Instant::now();
+    let (rows, maps) = crate::with_backend!(device, |B, dev| {
+        let model: MobileVit<B> = load_model(
+            &a.model,
+            a.weights.as_deref(),
+            a.seed,
+            ds.classes.len(),
+            &dev,
+            exvit_zoo::NonFinite::allow_if(a.allow_nonfinite),
+        )?;
+        tracing::info!(
+            "attention of {} over {} ({} images{})",
+            a.model,
+            dir.display(),
+            ds.samples.len(),
+            a.limit.map_or(String::new(), |l| format!(", at most {l}"))
+        );
+        let rows = attention_stats(&model, ds.clone(), &cfg, &dev, &stop, progress)
+            .with_context(|| format!("attention statistics of {} on {}", a.model, dir.display()))?;
+        let maps = if a.maps > 0 {
+            Some(
+                attention_maps(&model, ds.clone(), &map_images(&ds, a.maps), &[], &cfg, &dev)
+                    .with_context(|| format!("attention maps of {}", a.model))?,
+            )
+        } else {
+            None
+        };
+        anyhow::Ok((rows, maps))
+    })?;
+    bar.finish_and_clear();
+    write_attention(&a.out, &rows).with_context(|| format!("writing {}", a.out.display()))?;
+    if let Some(m) = &maps {
+        write_attention_maps(&maps_dir, m).with_context(|| format!("writing the maps in {}", maps_dir.display()))?;
+    }
+    println!(
+        "{}: {} rows (layer x head) over {} images in {:.1} s{}",
+        a.out.display(),
+        rows.len(),
+        rows.first().map_or(0, |r| r.images),
+        started.elapsed().as_secs_f64(),
+        maps.map_or(String::new(), |m| format!(
+            "; {} maps of {} images in {}",
+            m.maps.len(),
+            m.images.len(),
+            maps_dir.display()
+        ))
+    );
+    for r in rows.iter().filter(|r| r.head == 0) {
+        println!(
+            "  {:<26} grid {:>2}x{:<2} step {:>5.1}px  head 0: distance {:>6.1}px entropy {:.3} self {:.3}",
+            r.tap(),
+            r.grid_h,
+            r.grid_w,
+            r.step_h,
+            r.distance,
+            r.entropy,
+            r.self_attention
+        );
+    }
     Ok(())
 }

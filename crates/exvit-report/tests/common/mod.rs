@@ -125,5 +125,5 @@ pub fn inputs() -> Inputs {
             });
         }
     }
-    Inputs { runs, probes, cka, files: vec![PathBuf::from("probes.parquet")] }
+    Inputs { runs, probes, cka, files: vec![PathBuf::from("probes.parquet")], ..Default::default() }
 }

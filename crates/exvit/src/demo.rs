@@ -12,8 +12,9 @@ use exvit_data::synthetic::{write_demo_dataset, DemoSpec, DEMO_CLASSES};
 use exvit_data::transform::{EvalTransform, Normalize};
 use exvit_data::Dataset;
 use exvit_probe::{
-    cka_caches, extract, probe_caches, write_cka, write_probes, Cache, Dtype, ExtractConfig, Pooling, ProbeConfig,
-    ProbeRow, TapSpec,
+    attention_maps, attention_stats, balanced_subset, cka_caches, extract, probe_caches, write_attention,
+    write_attention_maps, write_cka, write_probes, AttentionConfig, AttentionMaps, Cache, Dtype, ExtractConfig,
+    Pooling, ProbeConfig, ProbeRow, TapSpec, WeightsRef,
 };
 use exvit_report::{collect, render, write_report, ReportOptions};
 use exvit_train::run::{train_run, RunConfig};
@@ -105,6 +106,15 @@ pub struct DemoArgs {
     /// when absent. The probes are still evaluated on the whole validation split.
     #[arg(long)]
     probe_train_per_class: Option<usize>,
+    /// Input side for the attention analysis. At the demo's 32x32, MobileViT's transformers
+    /// see a 2x2 patch grid in stages.2 and a single patch in stages.3 and stages.4, so by
+    /// default the attention is measured at twice the training size (off the training
+    /// resolution; the report says which size).
+    #[arg(long)]
+    attention_size: Option<usize>,
+    /// Attention statistics over at most this many validation images (balanced over classes).
+    #[arg(long, default_value_t = 1000)]
+    attention_limit: usize,
 }
 
 /// The demo's recipe: cvnets' (AdamW, label smoothing 0.1, linear warmup then cosine), with the
@@ -177,13 +187,15 @@ pub fn demo(a: DemoArgs) -> Result<()> {
         title: "exvit demo: do early stages carry class information?".into(),
         baseline: models.first().cloned(),
         intro: format!(
-            "{} trained for {} epochs ({} seed(s) each, {}x{}, batch {}) on {what}; every tap probed with a logistic regression, for the trained models and at random init; linear CKA between taps. Total wall time {:.0} s on this machine.",
+            "{} trained for {} epochs ({} seed(s) each, {}x{}, batch {}) on {what}; every tap probed with a logistic regression, for the trained models and at random init; linear CKA between taps; attention distance, entropy and maps at {}x{}. Total wall time {:.0} s on this machine.",
             models.join(", "),
             a.epochs,
             a.seeds,
             a.size,
             a.size,
             a.batch,
+            a.attention_size.unwrap_or(2 * a.size),
+            a.attention_size.unwrap_or(2 * a.size),
             started.elapsed().as_secs_f64()
         ),
     };
@@ -291,7 +303,25 @@ fn study<B: crate::device::TrainBackend>(
     };
     let probes_path = a.out.join("probes.parquet");
     let cka_path = a.out.join("cka.parquet");
-    for p in [&probes_path, &cka_path] {
+    let attention_path = a.out.join("attention.parquet");
+    let attention_size = a.attention_size.unwrap_or(2 * a.size);
+    let attention_cfg = |model: &str, weights: WeightsRef| AttentionConfig {
+        model: model.to_string(),
+        weights,
+        blocks: Vec::new(),
+        batch: 32,
+        limit: Some(a.attention_limit),
+        eval: EvalTransform { resize: attention_size, crop: attention_size, filter: Filter::Bilinear },
+        norm: Normalize::default(),
+        workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+    };
+    for p in [
+        &probes_path,
+        &cka_path,
+        &attention_path,
+        &AttentionMaps::maps_path(&a.out),
+        &AttentionMaps::images_path(&a.out),
+    ] {
         if p.exists() {
             std::fs::remove_file(p).with_context(|| format!("replacing {}", p.display()))?;
         }
@@ -328,6 +358,17 @@ fn study<B: crate::device::TrainBackend>(
         let rows = probe_caches::<Autodiff<B>>(ct, cv, &sets, &ProbeConfig::default(), dev, |_| {})?;
         write_probes(&probes_path, &rows)?;
         println!("probed {tag}: {} taps, best {}", rows.len(), best(&rows));
+        // 3b. Attention: per-head statistics over the validation split; maps of 4 images for
+        // the seed-0 weights.
+        let acfg = attention_cfg(model, ct.manifest.weights_ref());
+        let att = attention_stats(&net, val_ds.clone(), &acfg, dev, &stop, |_, _| {})
+            .with_context(|| format!("attention of {tag}"))?;
+        write_attention(&attention_path, &att)?;
+        if *seed == 0 {
+            let maps = attention_maps(&net, val_ds.clone(), &balanced_subset(val_ds, Some(4)), &[], &acfg, dev)
+                .with_context(|| format!("attention maps of {tag}"))?;
+            write_attention_maps(&a.out, &maps)?;
+        }
         caches.push((tag.clone(), model.clone(), weights.clone(), *seed, pair.pop().expect("val cache")));
     }
 

@@ -45,22 +45,39 @@ fn demo_trains_probes_and_reports_then_reuses_its_work() {
     assert!(ok, "{stderr}");
     assert!(stdout.contains("report: "), "{stdout}");
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
-    for id in ["probe-depth", "cka-0", "curves-loss", "curves-top1"] {
+    for id in [
+        "probe-depth",
+        "cka-0",
+        "curves-loss",
+        "curves-top1",
+        "attention-distance",
+        "attention-entropy",
+        "attention-maps-stages-2-1",
+    ] {
         assert!(html.contains(&format!("data-figure=\"{id}\"")), "figure {id} missing");
     }
     assert!(out.join("report.md").is_file() && out.join("report_figures/probe-depth.svg").is_file());
     let probes = exvit_probe::read_probes(&out.join("probes.parquet")).unwrap();
-    // tiny: 11 taps + the early+head concat; tiny_ex: 13 + 1; each trained and at init.
-    assert_eq!(probes.len(), 2 * (12 + 14));
+    // tiny: 15 taps + the early+head concat; tiny_ex: 17 + 1; each trained and at init.
+    assert_eq!(probes.len(), 2 * (16 + 18));
     assert!(probes.iter().any(|p| p.weights.is_init() && p.tap == "exshortcuts.1"));
     assert!(probes.iter().all(|p| (0.0..=100.0).contains(&p.top1) && p.n_train == 48 && p.n_eval == 16));
     let cka = exvit_probe::read_cka(&out.join("cka.parquet")).unwrap();
     assert!(cka.iter().any(|r| r.model_a != r.model_b), "base vs ExMobileViT CKA");
+    // Attention at twice the size (64): 4 layers of 4 heads, for each model trained and at init.
+    let attention = exvit_probe::read_attention(&out.join("attention.parquet")).unwrap();
+    assert_eq!(attention.len(), 4 * 16);
+    assert!(attention.iter().all(|r| r.size == 64 && r.images == 16));
+    let maps = exvit_probe::read_attention_maps(&out).unwrap();
+    // 4 images shared by the 4 weight sets, each: 3 blocks x 4 heads x 2 queries.
+    assert_eq!((maps.images.len(), maps.maps.len()), (4, 4 * 4 * 24));
 
     // Again: the trained runs are reused, the tables rewritten (not appended twice).
     let (ok, _, stderr) = exvit(&args);
     assert!(ok && stderr.contains("already trained, reused"), "{stderr}");
     assert_eq!(exvit_probe::read_probes(&out.join("probes.parquet")).unwrap().len(), probes.len());
+    assert_eq!(exvit_probe::read_attention(&out.join("attention.parquet")).unwrap().len(), attention.len());
+    assert_eq!(exvit_probe::read_attention_maps(&out).unwrap(), maps);
 
     // The same study with two seeds trained in two child processes at once: seed 0 gives the
     // run trained in-process above (up to the order of float sums: one compute thread there
@@ -110,8 +127,9 @@ fn demo_trains_probes_and_reports_then_reuses_its_work() {
     let other = dir.join("r/other.html");
     let (ok, stdout, stderr) = exvit(&["report", out.to_str().unwrap(), "--out", other.to_str().unwrap()]);
     assert!(ok, "{stderr}");
-    // Figures: the probe curve, CKA within each model and between them (3), two training curves.
-    assert!(stdout.contains("(2 runs, 52 probes") && stdout.contains("6 figures"), "{stdout}");
+    // Figures: the probe curve, CKA within each model and between them (3), two training
+    // curves, attention distance and entropy, the maps of 3 blocks.
+    assert!(stdout.contains("(2 runs, 68 probes") && stdout.contains("11 figures"), "{stdout}");
     assert!(dir.join("r/other.md").is_file() && dir.join("r/other_figures/curves-top1.svg").is_file());
     let (ok, _, stderr) = exvit(&["report", dir.join("missing").to_str().unwrap()]);
     assert!(!ok && stderr.contains("not a folder"), "{stderr}");

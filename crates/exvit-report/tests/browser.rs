@@ -134,8 +134,17 @@ fn every_figure_renders_with_data_in_chromium() {
     let dir = std::env::temp_dir().join(format!("exvit-report-browser-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let report = render(&common::inputs(), &ReportOptions::default()).unwrap();
-    let expected = ["probe-depth", "cka-0", "curves-loss", "curves-top1"];
+    let report = render(&common::inputs_with_attention(), &ReportOptions::default()).unwrap();
+    let expected = [
+        "probe-depth",
+        "cka-0",
+        "curves-loss",
+        "curves-top1",
+        "attention-distance",
+        "attention-entropy",
+        "attention-maps-stages-2-1",
+        "attention-maps-stages-3-1",
+    ];
     for id in expected {
         let f = report.figures.iter().find(|f| f.id == id).unwrap_or_else(|| panic!("figure {id} is missing"));
         let (ink, colour) = render_svg(&browser, &dir, id, &f.svg);

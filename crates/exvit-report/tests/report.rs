@@ -61,6 +61,47 @@ fn tables_hold_means_stds_and_paired_deltas() {
 }
 
 #[test]
+fn attention_figures_and_table() {
+    let r = render(&common::inputs_with_attention(), &ReportOptions::default()).unwrap();
+    let ids: Vec<&str> = r.figures.iter().map(|f| f.id.as_str()).collect();
+    assert_eq!(
+        ids[4..],
+        ["attention-distance", "attention-entropy", "attention-maps-stages-2-1", "attention-maps-stages-3-1"]
+    );
+    let md = &r.markdown;
+    assert!(md.contains("## Attention by layer"), "{md}");
+    // Trained mobilevit_xxs, stages.2.1 layer 1: distances 15..18 over heads -> 16.5 ± 1.29 (sample
+    // std); entropy 0.5..1.25 -> 0.875 ± 0.323; uniform on a 4x4 grid 16 px apart; ln 16.
+    let uniform = exvit_report::attention::uniform_distance((4, 4), (16.0, 16.0));
+    let row = format!(
+        "| mobilevit_xxs (trained) | stages.2.1.transformer.1 | 1 | 4x4 | 16.0 | 16.5 ± 1.3 | {uniform:.1} | 0.875 ± 0.323 | 2.773 | 0.250 ± 0.129 | 100 |"
+    );
+    assert!(md.contains(&row), "{row}\n{md}");
+    // Layers in forward order.
+    assert!(
+        md.find("| mobilevit_xxs (trained) | stages.2.1.transformer.0 |").unwrap()
+            < md.find("| mobilevit_xxs (trained) | stages.3.1.transformer.0 |").unwrap()
+    );
+    // The distance figure: per group a mean line and the heads as points (4 groups -> 8 legend entries).
+    let fig = r.figures.iter().find(|f| f.id == "attention-distance").unwrap();
+    for entry in ["mobilevit_xxs (trained): each head", "exmobilevit_xxs (random init): mean over heads"] {
+        assert!(fig.svg.contains(entry), "{entry}");
+    }
+    // Maps: the image embedded once per figure as a PNG, referenced by each cell; the only
+    // references are to the figure itself or inline data.
+    let maps = r.figures.iter().find(|f| f.id == "attention-maps-stages-2-1").unwrap();
+    assert_eq!(maps.svg.matches("data:image/png;base64,iVBORw0KGgo").count(), 1);
+    assert_eq!(maps.svg.matches("<use ").count(), 1 + 8);
+    for (i, _) in r.html.match_indices("href=\"") {
+        let rest = &r.html[i + 6..];
+        assert!(rest.starts_with('#') || rest.starts_with("data:image/png;base64,"), "{}", &rest[..40]);
+    }
+    for needle in ["src=", "<link", "<script", "@import", "url("] {
+        assert!(!r.html.contains(needle), "the page fetches something: {needle}");
+    }
+}
+
+#[test]
 fn probe_axis_follows_the_forward_pass() {
     let mut taps = [
         "pooled",

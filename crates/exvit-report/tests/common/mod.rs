@@ -4,7 +4,10 @@
 use std::path::PathBuf;
 
 use exvit_report::{Inputs, Run};
-use exvit_rundir::{CkaRow, MetricKind, MetricRow, Predictions, ProbeRow, Provenance};
+use exvit_rundir::{
+    AttentionMap, AttentionMaps, AttentionRow, CkaRow, MapImage, MetricKind, MetricRow, Predictions, ProbeRow,
+    Provenance,
+};
 
 pub const MODELS: [&str; 3] = ["mobilevit_xxs", "exmobilevit_xxs", "mobilevit_xxs_head432"];
 /// Final top-1 per model and seed (0, 1).
@@ -126,4 +129,63 @@ pub fn inputs() -> Inputs {
         }
     }
     Inputs { runs, probes, cka, files: vec![PathBuf::from("probes.parquet")], ..Default::default() }
+}
+
+/// [`inputs`] with attention statistics (two models, trained and at init; stages.2.1 with two
+/// layers on a 4x4 grid, stages.3.1 with one on 2x2; 4 heads) and maps of one image.
+pub fn inputs_with_attention() -> Inputs {
+    let mut i = inputs();
+    for model in &MODELS[..2] {
+        for weights in ["runs/w.safetensors", "init(seed=0)"] {
+            for (block, layer, grid, step) in
+                [("stages.2.1", 0u32, 4u32, 16.0), ("stages.2.1", 1, 4, 16.0), ("stages.3.1", 0, 2, 32.0)]
+            {
+                for head in 0..4u32 {
+                    let trained = !weights.starts_with("init(");
+                    i.attention.push(AttentionRow {
+                        model: model.to_string(),
+                        weights: weights.into(),
+                        block: block.into(),
+                        layer,
+                        head,
+                        size: 64,
+                        grid_h: grid,
+                        grid_w: grid,
+                        step_h: step,
+                        step_w: step,
+                        distance: if trained { 10.0 + 5.0 * layer as f64 + head as f64 } else { 20.0 - head as f64 },
+                        entropy: 0.5 + 0.25 * head as f64,
+                        self_attention: 0.1 * (head + 1) as f64,
+                        images: 100,
+                    });
+                }
+            }
+        }
+    }
+    let rgb: Vec<u8> = (0..8 * 8).flat_map(|p| [(p * 4) as u8, 128, 255 - (p * 4) as u8]).collect();
+    let image = MapImage { image: 0, label: "cat".into(), source: "val/cat/0.png".into(), width: 8, height: 8, rgb };
+    let mut maps = Vec::new();
+    for (block, grid) in [("stages.2.1", 4u32), ("stages.3.1", 2)] {
+        for head in 0..4u32 {
+            for query in ["centre", "mean"] {
+                let n = (grid * grid) as usize;
+                let mut values = vec![0.5 / (n - 1) as f32; n];
+                values[head as usize % n] = 0.5;
+                maps.push(AttentionMap {
+                    model: MODELS[0].into(),
+                    weights: "runs/w.safetensors".into(),
+                    image: 0,
+                    block: block.into(),
+                    layer: 0,
+                    head,
+                    query: query.into(),
+                    grid_h: grid,
+                    grid_w: grid,
+                    values,
+                });
+            }
+        }
+    }
+    i.maps = AttentionMaps { images: vec![image], maps };
+    i
 }

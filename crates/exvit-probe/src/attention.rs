@@ -129,10 +129,13 @@ impl AttentionStats {
             let v = t.sum_dim(3).sum_dim(2).sum_dim(0).reshape([heads]).into_data().convert::<f64>();
             v.to_vec::<f64>().expect("f64 after convert")
         };
-        let distance = per_head(probs.clone() * dist);
+        // Distance and self-attention are linear in the probabilities: sum over the rows
+        // (images x positions) first, then weight one [heads, N, N] block.
+        let summed = probs.clone().sum_dim(0);
+        let distance = per_head(summed.clone() * dist);
+        let own = per_head(summed * eye);
         // 0 · ln 0 = 0: the log of a clamped copy, times the probability itself.
-        let entropy = per_head(-(probs.clone() * probs.clone().clamp_min(1e-30).log()));
-        let own = per_head(probs * eye);
+        let entropy = per_head(-(probs.clone() * probs.clamp_min(1e-30).log()));
         for h in 0..heads {
             self.sums[h][0] += distance[h];
             self.sums[h][1] += entropy[h];

@@ -160,9 +160,9 @@ pub fn line_chart(
             None => range(series.iter().flat_map(|s| s.points.iter().map(|p| p.0)), 0.02),
         };
         let (y0, y1) = y_fixed.unwrap_or_else(|| range(series.iter().flat_map(|s| s.points.iter().map(|p| p.1)), 0.08));
-        // Rotated category labels (11 px sans-serif, ~6 px a character) above the axis title.
+        // Rotated category labels (11 px sans-serif, ~4.5 px a character) above the axis title.
         let bottom = match x_labels {
-            Some(l) => (40 + 6 * l.iter().map(|t| t.chars().count()).max().unwrap_or(0) as u32).clamp(110, 240),
+            Some(l) => (40 + 9 * l.iter().map(|t| t.chars().count()).max().unwrap_or(0) as u32 / 2).clamp(110, 240),
             None => 45,
         };
         let mut chart = ChartBuilder::on(&root)

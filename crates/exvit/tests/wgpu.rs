@@ -21,7 +21,7 @@ use burn::prelude::*;
 use burn::tensor::{DType, FloatDType, TensorData};
 use burn_flex::{Flex, FlexDevice};
 use exvit_probe::{fit_logreg, linear_cka_host, standardize, Cache, ProbeConfig};
-use exvit_tests::parity::{check_eval, check_train, model_arg};
+use exvit_tests::parity::{check_attention, check_eval, check_train, model_arg};
 use exvit_tests::tensor_bytes as weights;
 use exvit_train::precision::cast_outside_norms;
 use exvit_train::trainer::{TrainConfig, Trainer};
@@ -110,6 +110,65 @@ fn eval_parity_with_timm() {
         let worst = check_eval::<V>(&format!("{f}.safetensors"), &VDEV, 1e-4);
         eprintln!("wgpu {f}: max |diff| vs timm {worst:.2e}");
     }
+}
+
+/// The per-layer taps and attention probabilities against timm on the GPU code path (the
+/// generic attention that returns probabilities, the fold): the tiny network at 64 and
+/// mobilevit_xxs at 200 (odd maps resized before the unfold); then `exvit probe attention
+/// --device wgpu` writes the statistics the CPU writes.
+#[test]
+fn attention_parity_with_timm_and_the_cpu() {
+    if !vulkan() {
+        return;
+    }
+    for f in ["attention_tiny_64", "attention_mobilevit_xxs_200"] {
+        let (taps, probs) = check_attention::<V>(&format!("{f}.safetensors"), &VDEV, 1e-4, 1e-5);
+        eprintln!("wgpu {f}: taps {taps:.2e}, attention probabilities {probs:.2e} vs timm");
+    }
+    let dir = tmp("attention");
+    let data = dir.join("data");
+    exvit_data::synthetic::write_tinted_dataset(&data.join("val"), 3, 36, 36).unwrap();
+    let run = |device: &str| {
+        let out = dir.join(device).join("attention.parquet");
+        let (ok, o, e) = exvit(&[
+            "probe",
+            "attention",
+            "--model",
+            &tiny(),
+            "--seed",
+            "2",
+            "--data",
+            data.to_str().unwrap(),
+            "--split",
+            "val",
+            "--resolution",
+            "64",
+            "--batch",
+            "4",
+            "--maps",
+            "2",
+            "--device",
+            device,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(ok, "{o}{e}");
+        (exvit_probe::read_attention(&out).unwrap(), exvit_probe::read_attention_maps(out.parent().unwrap()).unwrap())
+    };
+    let (cpu, cpu_maps) = run("cpu");
+    let (gpu, gpu_maps) = run("wgpu");
+    assert_eq!(cpu.len(), gpu.len());
+    for (a, b) in cpu.iter().zip(&gpu) {
+        assert_eq!((&a.block, a.layer, a.head, a.grid_h, a.images), (&b.block, b.layer, b.head, b.grid_h, b.images));
+        for (x, y) in [(a.distance, b.distance), (a.entropy, b.entropy), (a.self_attention, b.self_attention)] {
+            assert!((x - y).abs() <= 1e-4 * x.abs().max(1.0), "{a:?}\n{b:?}");
+        }
+    }
+    assert_eq!(cpu_maps.images, gpu_maps.images);
+    for (a, b) in cpu_maps.maps.iter().zip(&gpu_maps.maps) {
+        assert!(a.values.iter().zip(&b.values).all(|(x, y)| (x - y).abs() < 1e-5), "{} head {}", a.block, a.head);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// One training step against PyTorch: loss, logits, every gradient (1e-3 relative), the BN

@@ -199,9 +199,9 @@ pub(crate) fn attention_table(inputs: &Inputs) -> Option<Table> {
     Some(Table {
         section: Section::Analyses,
         title: "Attention by layer".into(),
-        note: "From attention.parquet: per transformer layer, the patch grid its attention runs over and the input pixels between neighbouring patches; mean attention distance (input px), entropy (nats) and self-attention as mean ± std over heads (and over the weights files listed: seeds); `uniform` gives what attention spread evenly over the grid would score.".into(),
+        note: "From attention.parquet: per transformer layer, the patch grid its attention runs over and the input pixels between neighbouring patches; mean attention distance (input px), entropy (nats) and self-attention as mean ± std over heads (and over the weights files counted: seeds); `uniform` gives what attention spread evenly over the grid would score.".into(),
         header: [
-            "model", "layer", "weights", "grid", "px/patch", "distance (px)", "uniform (px)", "entropy (nats)",
+            "model", "layer", "weights files", "grid", "px/patch", "distance (px)", "uniform (px)", "entropy (nats)",
             "uniform: ln N", "self-attention", "images",
         ]
         .map(String::from)
@@ -212,6 +212,8 @@ pub(crate) fn attention_table(inputs: &Inputs) -> Option<Table> {
 
 /// Cell side of a map, pixels.
 const CELL: u32 = 72;
+/// Space under a row of maps (for each map's peak).
+const ROW_GAP: u32 = 18;
 /// Images drawn per figure.
 const MAX_IMAGES: usize = 2;
 /// Largest side an image is stored at in the SVG (box-downsampled above it).
@@ -266,7 +268,7 @@ fn map_figures(inputs: &Inputs) -> Result<Vec<Figure>, ReportError> {
             id,
             title: format!("Attention maps of {block}, layer 0"),
             caption: format!(
-                "Each row: one model's weights on one validation image (as the model saw it). First the image, then each head's attention from the centre patch (outlined), then each head's attention received, averaged over every query: darker red is more attention, scaled per map to its largest value, over the {grid} patch grid; averaged over the positions inside a patch. One weights file per model (its first trained seed)."
+                "Each row: one model's weights on one validation image (as the model saw it). First the image, then each head's attention from the centre patch (outlined), then each head's attention received, averaged over every query, over the {grid} patch grid (averaged over the positions inside a patch). Each map is scaled from its smallest value (clear) to its largest (red); under it, its peak: its largest value over uniform attention's 1/N (1.0x: uniform). One weights file per model (its first trained seed)."
             ),
             svg,
         });
@@ -293,7 +295,7 @@ fn maps_svg(
         .filter(|(g, i)| picked.keys().any(|k| k.0 == *g && k.1 == *i))
         .collect();
     let width = label_w + cols * (CELL + 4) + 8;
-    let height = top + rows.len() as u32 * (CELL + 6) + 8;
+    let height = top + rows.len() as u32 * (CELL + ROW_GAP) + 8;
     let mut s = String::new();
     let _ = write!(
         s,
@@ -326,7 +328,7 @@ fn maps_svg(
         let _ = write!(s, r#"<text x="{}" y="{}" font-size="10">{}</text>"#, col_x(c), top - 8, header(c));
     }
     for (r, &(g, image)) in rows.iter().enumerate() {
-        let y = top + r as u32 * (CELL + 6);
+        let y = top + r as u32 * (CELL + ROW_GAP);
         let (model, w) = &chosen[g];
         let label = all_images.iter().find(|m| m.image == image).map_or(String::new(), |m| m.label.clone());
         let _ = write!(s, r#"<text x="8" y="{}" font-size="11">{}</text>"#, y + 16, esc(&probe_label(model, w)));
@@ -343,11 +345,22 @@ fn maps_svg(
             let _ = write!(s, r##"<use href="#{id}-img{image}" x="{x}" y="{y}" opacity="0.55"/>"##);
             let Some(m) = picked.get(&(g, image, query.to_string(), head)) else { continue };
             let (gh, gw) = (m.grid_h.max(1), m.grid_w.max(1));
-            let max = m.values.iter().copied().fold(0.0f32, f32::max).max(1e-12);
+            // Min-max scaled per map (near-uniform maps would otherwise be one flat colour);
+            // how peaked the map is shows underneath: its largest value over uniform's 1/N.
+            let max = m.values.iter().copied().fold(f32::MIN, f32::max);
+            let min = m.values.iter().copied().fold(f32::MAX, f32::min);
+            let span = (max - min).max(1e-12);
             let (cw, ch) = (CELL as f64 / gw as f64, CELL as f64 / gh as f64);
+            let _ = write!(
+                s,
+                r##"<text x="{}" y="{}" font-size="10" fill="#444">peak {:.1}x</text>"##,
+                x,
+                y + CELL + 11,
+                max * m.values.len() as f32
+            );
             for (k, v) in m.values.iter().enumerate() {
                 let (i, j) = (k as u32 / gw, k as u32 % gw);
-                let a = (v / max).clamp(0.0, 1.0) * 0.85;
+                let a = ((v - min) / span).clamp(0.0, 1.0) * 0.75;
                 let _ = write!(
                     s,
                     r#"<rect x="{:.2}" y="{:.2}" width="{:.2}" height="{:.2}" fill="rgb(200,20,20)" fill-opacity="{a:.3}"/>"#,

@@ -128,6 +128,11 @@ fn attention_parity_with_timm_and_the_cpu() {
     let dir = tmp("attention");
     let data = dir.join("data");
     exvit_data::synthetic::write_tinted_dataset(&data.join("val"), 3, 36, 36).unwrap();
+    // One weights file for both devices (a seeded init draws from each backend's own RNG).
+    let w = dir.join("w.safetensors");
+    let (ok, o, e) =
+        exvit(&["zoo", "init", "--model", &tiny(), "--num-classes", "3", "--seed", "2", "--out", w.to_str().unwrap()]);
+    assert!(ok, "{o}{e}");
     let run = |device: &str| {
         let out = dir.join(device).join("attention.parquet");
         let (ok, o, e) = exvit(&[
@@ -135,8 +140,8 @@ fn attention_parity_with_timm_and_the_cpu() {
             "attention",
             "--model",
             &tiny(),
-            "--seed",
-            "2",
+            "--weights",
+            w.to_str().unwrap(),
             "--data",
             data.to_str().unwrap(),
             "--split",

@@ -13,10 +13,7 @@ use exvit_rundir::{CkaRow, ProbeRow, WeightsRef};
 impl Manifest {
     /// The weights the cache was extracted from, as the tables record them.
     pub fn weights_ref(&self) -> WeightsRef {
-        match &self.weights {
-            Some(w) => WeightsRef::File(w.clone()),
-            None => WeightsRef::Init { seed: self.init_seed },
-        }
+        WeightsRef::of(self.weights.as_deref().map(std::path::Path::new), self.init_seed)
     }
 }
 

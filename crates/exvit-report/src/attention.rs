@@ -9,7 +9,7 @@ use exvit_rundir::{AttentionMap, AttentionRow, MapImage, WeightsRef};
 
 use crate::collect::Inputs;
 use crate::figures::{depth_key, probe_label, Figure};
-use crate::page::Section;
+use crate::page::{esc, Section};
 use crate::plot::{line_chart, LineStyle, Marker, Series, PALETTE};
 use crate::stats::mean_std;
 use crate::tables::Table;
@@ -391,10 +391,6 @@ fn maps_svg(
 
 fn hex(c: plotters::style::RGBColor) -> String {
     format!("#{:02x}{:02x}{:02x}", c.0, c.1, c.2)
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 /// `im` box-averaged down to at most `max` pixels a side (an integer factor): `(w, h, rgb)`.

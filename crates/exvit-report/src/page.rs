@@ -95,7 +95,8 @@ fn in_section(tables: &[Table], section: Section) -> impl Iterator<Item = &Table
     tables.iter().filter(move |t| t.section == section)
 }
 
-fn esc(s: &str) -> String {
+/// `s` escaped for HTML text and attribute values (SVG too).
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 

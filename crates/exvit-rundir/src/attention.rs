@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use polars::prelude::*;
 
 use crate::error::RunDirError;
-use crate::parquet::{self, nums, strs};
+use crate::parquet::{self, binary, bytes, numbers, nums, strings as s, strs};
 use crate::weights::WeightsRef;
 
 /// One head of one transformer layer, averaged over every query of every image of a split.
@@ -118,35 +118,6 @@ impl AttentionMaps {
     }
 }
 
-fn s(name: &str, v: impl Iterator<Item = String>) -> Column {
-    Column::new(name.into(), v.collect::<Vec<_>>())
-}
-
-fn u32s(name: &str, v: impl Iterator<Item = u32>) -> Column {
-    Column::new(name.into(), v.collect::<Vec<_>>())
-}
-
-fn f64s(name: &str, v: impl Iterator<Item = f64>) -> Column {
-    Column::new(name.into(), v.collect::<Vec<_>>())
-}
-
-fn binary(name: &str, v: impl Iterator<Item = Vec<u8>>) -> Column {
-    let v: Vec<Vec<u8>> = v.collect();
-    let ca = BinaryChunked::from_iter_values(name.into(), v.iter().map(Vec::as_slice));
-    ca.into_column()
-}
-
-/// A binary column.
-fn bytes(df: &DataFrame, path: &Path, name: &str) -> Result<Vec<Vec<u8>>, RunDirError> {
-    let err = |e: PolarsError| RunDirError::format(path)(format!("column `{name}`: {e}"));
-    let ca = df.column(name).map_err(err)?.binary().map_err(err)?.clone();
-    ca.iter()
-        .map(|v| {
-            v.map(<[u8]>::to_vec).ok_or_else(|| RunDirError::format(path)(format!("column `{name}`: a null value")))
-        })
-        .collect()
-}
-
 /// Appends `rows` to the attention table at `path`.
 pub fn write_attention(path: &Path, rows: &[AttentionRow]) -> Result<(), RunDirError> {
     let df = DataFrame::new(
@@ -155,17 +126,17 @@ pub fn write_attention(path: &Path, rows: &[AttentionRow]) -> Result<(), RunDirE
             s("model", rows.iter().map(|r| r.model.clone())),
             s("weights", rows.iter().map(|r| r.weights.to_string())),
             s("block", rows.iter().map(|r| r.block.clone())),
-            u32s("layer", rows.iter().map(|r| r.layer)),
-            u32s("head", rows.iter().map(|r| r.head)),
-            u32s("size", rows.iter().map(|r| r.size)),
-            u32s("grid_h", rows.iter().map(|r| r.grid_h)),
-            u32s("grid_w", rows.iter().map(|r| r.grid_w)),
-            f64s("step_h", rows.iter().map(|r| r.step_h)),
-            f64s("step_w", rows.iter().map(|r| r.step_w)),
-            f64s("distance", rows.iter().map(|r| r.distance)),
-            f64s("entropy", rows.iter().map(|r| r.entropy)),
-            f64s("self_attention", rows.iter().map(|r| r.self_attention)),
-            u32s("images", rows.iter().map(|r| r.images)),
+            numbers::<u32>("layer", rows.iter().map(|r| r.layer)),
+            numbers::<u32>("head", rows.iter().map(|r| r.head)),
+            numbers::<u32>("size", rows.iter().map(|r| r.size)),
+            numbers::<u32>("grid_h", rows.iter().map(|r| r.grid_h)),
+            numbers::<u32>("grid_w", rows.iter().map(|r| r.grid_w)),
+            numbers::<f64>("step_h", rows.iter().map(|r| r.step_h)),
+            numbers::<f64>("step_w", rows.iter().map(|r| r.step_w)),
+            numbers::<f64>("distance", rows.iter().map(|r| r.distance)),
+            numbers::<f64>("entropy", rows.iter().map(|r| r.entropy)),
+            numbers::<f64>("self_attention", rows.iter().map(|r| r.self_attention)),
+            numbers::<u32>("images", rows.iter().map(|r| r.images)),
         ],
     )
     .map_err(|e| RunDirError::format(path)(e.to_string()))?;
@@ -239,11 +210,11 @@ fn write_whole(dir: &Path, maps: &AttentionMaps) -> Result<(), RunDirError> {
     let mut df = DataFrame::new(
         im.len(),
         vec![
-            u32s("image", im.iter().map(|i| i.image)),
+            numbers::<u32>("image", im.iter().map(|i| i.image)),
             s("label", im.iter().map(|i| i.label.clone())),
             s("source", im.iter().map(|i| i.source.clone())),
-            u32s("width", im.iter().map(|i| i.width)),
-            u32s("height", im.iter().map(|i| i.height)),
+            numbers::<u32>("width", im.iter().map(|i| i.width)),
+            numbers::<u32>("height", im.iter().map(|i| i.height)),
             binary("rgb", im.iter().map(|i| i.rgb.clone())),
         ],
     )
@@ -257,13 +228,13 @@ fn write_whole(dir: &Path, maps: &AttentionMaps) -> Result<(), RunDirError> {
         vec![
             s("model", m.iter().map(|r| r.model.clone())),
             s("weights", m.iter().map(|r| r.weights.to_string())),
-            u32s("image", m.iter().map(|r| r.image)),
+            numbers::<u32>("image", m.iter().map(|r| r.image)),
             s("block", m.iter().map(|r| r.block.clone())),
-            u32s("layer", m.iter().map(|r| r.layer)),
-            u32s("head", m.iter().map(|r| r.head)),
+            numbers::<u32>("layer", m.iter().map(|r| r.layer)),
+            numbers::<u32>("head", m.iter().map(|r| r.head)),
             s("query", m.iter().map(|r| r.query.clone())),
-            u32s("grid_h", m.iter().map(|r| r.grid_h)),
-            u32s("grid_w", m.iter().map(|r| r.grid_w)),
+            numbers::<u32>("grid_h", m.iter().map(|r| r.grid_h)),
+            numbers::<u32>("grid_w", m.iter().map(|r| r.grid_w)),
             // f32 little-endian: one value per row, whatever the grid.
             binary("values", m.iter().map(|r| r.values.iter().flat_map(|v| v.to_le_bytes()).collect())),
         ],

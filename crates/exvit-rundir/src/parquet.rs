@@ -87,6 +87,25 @@ pub(crate) fn write(path: &Path, df: &mut DataFrame) -> Result<(), RunDirError> 
     Ok(write_atomic(path, |w| ParquetWriter::new(w).finish(df).map(drop).map_err(std::io::Error::other))?)
 }
 
+/// A string column from `v`.
+pub(crate) fn strings(name: &str, v: impl Iterator<Item = String>) -> Column {
+    Column::new(name.into(), v.collect::<Vec<_>>())
+}
+
+/// A numeric column from `v`.
+pub(crate) fn numbers<T>(name: &str, v: impl Iterator<Item = T>) -> Column
+where
+    Series: NamedFrom<Vec<T>, [T]>,
+{
+    Column::new(name.into(), v.collect::<Vec<_>>())
+}
+
+/// A binary column from `v` (one byte string per row).
+pub(crate) fn binary(name: &str, v: impl Iterator<Item = Vec<u8>>) -> Column {
+    let v: Vec<Vec<u8>> = v.collect();
+    BinaryChunked::from_iter_values(name.into(), v.iter().map(Vec::as_slice)).into_column()
+}
+
 /// Whether `df` has a column `name`.
 pub(crate) fn has(df: &DataFrame, name: &str) -> bool {
     df.get_column_names().iter().any(|c| c.as_str() == name)
@@ -111,6 +130,17 @@ pub(crate) fn nums<T: PolarsNumericType>(
     let c = c.cast(&T::get_static_dtype()).map_err(err)?;
     let ca: &ChunkedArray<T> = c.as_materialized_series().unpack::<T>().map_err(err)?;
     ca.iter().map(|v| v.ok_or_else(|| RunDirError::format(path)(format!("column `{name}`: a null value")))).collect()
+}
+
+/// A binary column (a null is an error naming the column).
+pub(crate) fn bytes(df: &DataFrame, path: &Path, name: &str) -> Result<Vec<Vec<u8>>, RunDirError> {
+    let err = |e: PolarsError| RunDirError::format(path)(format!("column `{name}`: {e}"));
+    let ca = df.column(name).map_err(err)?.binary().map_err(err)?.clone();
+    ca.iter()
+        .map(|v| {
+            v.map(<[u8]>::to_vec).ok_or_else(|| RunDirError::format(path)(format!("column `{name}`: a null value")))
+        })
+        .collect()
 }
 
 /// Appends `df` to the table at `path` (same columns), or creates it; the folder is created.

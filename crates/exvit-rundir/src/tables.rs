@@ -7,7 +7,7 @@ use std::path::Path;
 use polars::prelude::*;
 
 use crate::error::RunDirError;
-use crate::parquet::{self, nums, strs};
+use crate::parquet::{self, nums, strings as s, strs};
 use crate::weights::WeightsRef;
 
 /// One probe.
@@ -65,10 +65,6 @@ pub struct CkaRow {
     pub n: u32,
     /// Linear CKA.
     pub cka: f64,
-}
-
-fn s(name: &str, v: impl Iterator<Item = String>) -> Column {
-    Column::new(name.into(), v.collect::<Vec<_>>())
 }
 
 /// Appends `rows` to the probes table at `path`.

@@ -18,6 +18,14 @@ pub enum WeightsRef {
 }
 
 impl WeightsRef {
+    /// The weights file `weights` (as displayed), or without one the initialisation from `seed`.
+    pub fn of(weights: Option<&std::path::Path>, seed: u64) -> Self {
+        match weights {
+            Some(w) => WeightsRef::File(w.display().to_string()),
+            None => WeightsRef::Init { seed },
+        }
+    }
+
     /// Whether these are random-init weights.
     pub fn is_init(&self) -> bool {
         matches!(self, WeightsRef::Init { .. })

@@ -54,41 +54,9 @@ pub fn check_eval<B: Backend>(file: &str, dev: &B::Device, tol: f64) -> f64 {
     let mut checked = 0;
     let mut overall = 0.0f64;
     for (out_name, data) in outs.into_named_data() {
-        let shape_key = format!("o.{out_name}.shape");
-        let exp_shape: Vec<usize> = fx.get(&shape_key).values.iter().map(|&v| v as usize).collect();
-        assert_eq!(data.shape.as_slice(), &exp_shape[..], "{file}: shape of `{out_name}`");
-        let got: Vec<f32> = data.to_vec().unwrap();
-        let (idx, want): (Vec<usize>, &[f64]) = match fx.tensors.get(&format!("o.{out_name}")) {
-            Some(full) => ((0..full.values.len()).collect(), &full.values),
-            None => {
-                let idx = fx.get(&format!("o.{out_name}.idx")).values.iter().map(|&v| v as usize).collect();
-                let st = &fx.get(&format!("o.{out_name}.stats")).values;
-                let n = got.len() as f64;
-                let mean = got.iter().map(|&v| v as f64).sum::<f64>() / n;
-                let mean_abs = got.iter().map(|&v| (v as f64).abs()).sum::<f64>() / n;
-                assert!(
-                    (mean - st[0]).abs() <= tol && (mean_abs - st[1]).abs() <= tol,
-                    "{file}: `{out_name}` mean {mean} / mean|x| {mean_abs}, timm {} / {}",
-                    st[0],
-                    st[1]
-                );
-                (idx, &fx.get(&format!("o.{out_name}.val")).values)
-            }
-        };
-        let mut worst = (0.0f64, 0usize);
-        for (&i, &w) in idx.iter().zip(want) {
-            let d = (got[i] as f64 - w).abs();
-            if d > worst.0 {
-                worst = (d, i);
-            }
-        }
-        assert!(
-            worst.0 <= tol,
-            "{file}: `{out_name}` differs from timm by {:.3e} at flat index {} (tolerance {tol:e})",
-            worst.0,
-            worst.1
-        );
-        overall = overall.max(worst.0);
+        let shape = data.shape.to_vec();
+        let worst = compare_entry(&fx, file, &out_name, &shape, &data.to_vec::<f32>().unwrap(), tol);
+        overall = overall.max(worst);
         checked += 1;
     }
     eprintln!("{file}: {checked} outputs, max |diff| vs timm {overall:.2e}");

@@ -2,6 +2,7 @@
 //! in `device.rs`).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -9,6 +10,21 @@ use exvit_data::preprocess::{DataConfig, EvalOverrides};
 use exvit_data::resize::Filter;
 use exvit_data::Dataset;
 use exvit_zoo::PretrainedCfg;
+
+/// A flag set by the first Ctrl-C (`what` tells the user what happens next); a second one exits
+/// with status 130.
+pub fn stop_on_ctrl_c(what: &'static str) -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130); // a second Ctrl-C: leave now
+        }
+        eprintln!("\nCtrl-C: {what} (again to abort)");
+    })
+    .context("installing the Ctrl-C handler")?;
+    Ok(stop)
+}
 
 /// Opens `data/split` when that folder exists, else `data` itself (a split folder, or a CIFAR
 /// binary folder whose split `split` is read).

@@ -1,17 +1,15 @@
 //! `exvit probe taps | extract | fit | cka | attention`.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use burn::backend::Autodiff;
 use burn::prelude::Backend;
 use burn_flex::{Flex, FlexDevice};
 use exvit_probe::{
-    attention_maps, attention_stats, cka_caches, extract, list_taps, probe_caches, run_probe, write_attention,
-    write_attention_maps, write_cka, write_probes, AttentionConfig, Cache, Dtype, ExtractConfig, Pooling, ProbeConfig,
-    ProbeError, TapSpec, WeightsRef,
+    attention_maps, attention_stats, balanced_subset, cka_caches, extract, list_taps, probe_caches, run_probe,
+    write_attention, write_attention_maps, write_cka, write_probes, AttentionConfig, Cache, Dtype, ExtractConfig,
+    Pooling, ProbeConfig, ProbeError, TapSpec, WeightsRef,
 };
 use exvit_zoo::{resolve_model, MobileVit, ModelWeights};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -80,8 +78,10 @@ pub struct TapsArgs {
     json: bool,
 }
 
+/// The frozen model a command runs over data: a zoo name or TOML, with weights or at a seeded
+/// random init (`exvit probe extract`, `exvit probe attention`).
 #[derive(clap::Args, Debug)]
-pub struct ExtractArgs {
+pub struct FrozenModel {
     /// Zoo name or model TOML.
     #[arg(long)]
     model: String,
@@ -94,6 +94,20 @@ pub struct ExtractArgs {
     /// Seed of the random init (without --weights).
     #[arg(long, default_value_t = 0)]
     seed: u64,
+}
+
+impl FrozenModel {
+    /// The model on `dev` (`classes` when at random init; a file's own otherwise).
+    fn load<B: Backend>(&self, classes: usize, dev: &B::Device) -> Result<MobileVit<B>> {
+        let nonfinite = exvit_zoo::NonFinite::allow_if(self.allow_nonfinite);
+        load_model(&self.model, self.weights.as_deref(), self.seed, classes, dev, nonfinite)
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ExtractArgs {
+    #[command(flatten)]
+    net: FrozenModel,
     /// Dataset folder (a split folder, a folder with splits, or a CIFAR binary folder).
     #[arg(long)]
     data: PathBuf,
@@ -130,18 +144,8 @@ pub struct ExtractArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct AttentionArgs {
-    /// Zoo name or model TOML.
-    #[arg(long)]
-    model: String,
-    /// Weights (safetensors, timm keys). Without: the model at its seeded random init.
-    #[arg(long)]
-    weights: Option<PathBuf>,
-    /// Load weights even when they hold NaN or Inf (refused by default, naming the tensors).
-    #[arg(long)]
-    allow_nonfinite: bool,
-    /// Seed of the random init (without --weights).
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    #[command(flatten)]
+    net: FrozenModel,
     /// Dataset folder (a split folder, a folder with splits, or a CIFAR binary folder).
     #[arg(long)]
     data: PathBuf,
@@ -283,7 +287,7 @@ pub fn load_model<B: Backend>(
 fn extract_cmd(a: ExtractArgs) -> Result<()> {
     let device = parse_device(&a.device)?;
     let (dir, ds) = open_split(&a.data, &a.split)?;
-    let mcfg = resolve_model(&a.model, 1)?;
+    let mcfg = resolve_model(&a.net.model, 1)?;
     let data = a.pre.resolve(&mcfg.pretrained)?;
     let (eval, norm) = (data.eval_transform(), data.norm);
     let default_pool: Pooling = a.pool.parse()?;
@@ -295,9 +299,9 @@ fn extract_cmd(a: ExtractArgs) -> Result<()> {
             a.taps.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
         };
         Ok(ExtractConfig {
-            model: a.model.clone(),
-            weights: a.weights.clone(),
-            init_seed: a.seed,
+            model: a.net.model.clone(),
+            weights: a.net.weights.clone(),
+            init_seed: a.net.seed,
             taps: names.iter().map(|n| TapSpec::parse(n, default_pool)).collect::<Result<Vec<_>, _>>()?,
             batch: a.batch,
             shard_rows: a.shard_rows,
@@ -307,17 +311,7 @@ fn extract_cmd(a: ExtractArgs) -> Result<()> {
             workers: a.workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
         })
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        ctrlc::set_handler(move || {
-            if stop.swap(true, Ordering::SeqCst) {
-                std::process::exit(130);
-            }
-            eprintln!("\nCtrl-C: stopping after this batch; finished shards are kept (again to abort)");
-        })
-        .context("installing the Ctrl-C handler")?;
-    }
+    let stop = crate::common::stop_on_ctrl_c("stopping after this batch; finished shards are kept")?;
     let bar = ProgressBar::new(0);
     bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} images {per_sec} eta {eta}").expect("template"));
     let progress = |done: usize, total: usize| {
@@ -325,19 +319,12 @@ fn extract_cmd(a: ExtractArgs) -> Result<()> {
         bar.set_position(done as u64);
     };
     let result = crate::with_backend!(device, |B, dev| {
-        let model: MobileVit<B> = load_model(
-            &a.model,
-            a.weights.as_deref(),
-            a.seed,
-            ds.classes.len(),
-            &dev,
-            exvit_zoo::NonFinite::allow_if(a.allow_nonfinite),
-        )?;
+        let model: MobileVit<B> = a.net.load(ds.classes.len(), &dev)?;
         let cfg = config(model.tap_names())?;
         tracing::info!(
             "extracting {} taps of {} from {} ({} images) into {}",
             cfg.taps.len(),
-            a.model,
+            a.net.model,
             dir.display(),
             ds.samples.len(),
             a.out.display()
@@ -503,15 +490,10 @@ fn bench(a: ProbeBenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// The first image of each class in turn, `k` of them (different classes while there are).
-fn map_images(ds: &exvit_data::Dataset, k: usize) -> Vec<usize> {
-    exvit_probe::balanced_subset(ds, Some(k))
-}
-
 fn attention_cmd(a: AttentionArgs) -> Result<()> {
     let device = parse_device(&a.device)?;
     let (dir, ds) = open_split(&a.data, &a.split)?;
-    let mcfg = resolve_model(&a.model, 1)?;
+    let mcfg = resolve_model(&a.net.model, 1)?;
     let data = a.pre.resolve(&mcfg.pretrained)?;
     let blocks: Vec<String> = a
         .blocks
@@ -519,11 +501,8 @@ fn attention_cmd(a: AttentionArgs) -> Result<()> {
         .map(|b| b.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
         .unwrap_or_default();
     let cfg = AttentionConfig {
-        model: a.model.clone(),
-        weights: match &a.weights {
-            Some(w) => WeightsRef::File(w.display().to_string()),
-            None => WeightsRef::Init { seed: a.seed },
-        },
+        model: a.net.model.clone(),
+        weights: WeightsRef::of(a.net.weights.as_deref(), a.net.seed),
         blocks,
         batch: a.batch,
         limit: a.limit,
@@ -531,17 +510,7 @@ fn attention_cmd(a: AttentionArgs) -> Result<()> {
         norm: data.norm,
         workers: a.workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        ctrlc::set_handler(move || {
-            if stop.swap(true, Ordering::SeqCst) {
-                std::process::exit(130);
-            }
-            eprintln!("\nCtrl-C: stopping after this batch (again to abort)");
-        })
-        .context("installing the Ctrl-C handler")?;
-    }
+    let stop = crate::common::stop_on_ctrl_c("stopping after this batch")?;
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template("attention {bar:40} {pos}/{len} images {per_sec} eta {eta}").expect("template"),
@@ -553,27 +522,20 @@ fn attention_cmd(a: AttentionArgs) -> Result<()> {
     let maps_dir = a.out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
     let started = std::time::Instant::now();
     let (rows, maps) = crate::with_backend!(device, |B, dev| {
-        let model: MobileVit<B> = load_model(
-            &a.model,
-            a.weights.as_deref(),
-            a.seed,
-            ds.classes.len(),
-            &dev,
-            exvit_zoo::NonFinite::allow_if(a.allow_nonfinite),
-        )?;
+        let model: MobileVit<B> = a.net.load(ds.classes.len(), &dev)?;
         tracing::info!(
             "attention of {} over {} ({} images{})",
-            a.model,
+            a.net.model,
             dir.display(),
             ds.samples.len(),
             a.limit.map_or(String::new(), |l| format!(", at most {l}"))
         );
         let rows = attention_stats(&model, ds.clone(), &cfg, &dev, &stop, progress)
-            .with_context(|| format!("attention statistics of {} on {}", a.model, dir.display()))?;
+            .with_context(|| format!("attention statistics of {} on {}", a.net.model, dir.display()))?;
         let maps = if a.maps > 0 {
             Some(
-                attention_maps(&model, ds.clone(), &map_images(&ds, a.maps), &[], &cfg, &dev)
-                    .with_context(|| format!("attention maps of {}", a.model))?,
+                attention_maps(&model, ds.clone(), &balanced_subset(&ds, Some(a.maps)), &[], &cfg, &dev)
+                    .with_context(|| format!("attention maps of {}", a.net.model))?,
             )
         } else {
             None

@@ -1,7 +1,7 @@
 //! `exvit train` and `exvit eval`.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -169,17 +169,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
     let cfg = build_config(&a)?;
     crate::device::check_precision(device, cfg.recipe.precision)?;
     cfg.validate().context("checking the run config")?;
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        ctrlc::set_handler(move || {
-            if stop.swap(true, Ordering::SeqCst) {
-                std::process::exit(130); // a second Ctrl-C: leave now
-            }
-            eprintln!("\nCtrl-C: finishing the step, writing a checkpoint, then exiting (again to abort)");
-        })
-        .context("installing the Ctrl-C handler")?;
-    }
+    let stop = crate::common::stop_on_ctrl_c("finishing the step, writing a checkpoint, then exiting")?;
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template("epoch {prefix} [{bar:25}] {pos}/{len} {msg}").unwrap().progress_chars("=> "),

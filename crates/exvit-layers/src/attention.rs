@@ -82,6 +82,11 @@ impl<B: Backend> TypedLayer for Attention<B> {
 }
 
 impl<B: Backend> Attention<B> {
+    /// Attention heads.
+    pub fn num_heads(&self) -> usize {
+        self.num_heads
+    }
+
     /// `[B, N, dim]` → `[B, N, dim]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let dims = x.dims();

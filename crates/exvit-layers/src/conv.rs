@@ -151,6 +151,21 @@ impl<B: Backend> TypedLayer for Conv2d<B> {
 }
 
 impl<B: Backend> Conv2d<B> {
+    /// Side of the square kernel.
+    pub fn kernel_size(&self) -> usize {
+        self.kernel_size
+    }
+
+    /// Zero padding on each side.
+    pub fn padding(&self) -> usize {
+        self.padding
+    }
+
+    /// Groups (`in_channels` for a depthwise conv).
+    pub fn groups(&self) -> usize {
+        self.groups
+    }
+
     pub(crate) fn describe(&self) -> String {
         let g = if self.groups > 1 { format!(", g{}", self.groups) } else { String::new() };
         format!("Conv2d({}->{}, k{}, s{}{g})", self.in_channels, self.out_channels, self.kernel_size, self.stride)

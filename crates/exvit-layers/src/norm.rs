@@ -219,6 +219,11 @@ impl<B: Backend> TypedLayer for LayerNorm<B> {
 }
 
 impl<B: Backend> LayerNorm<B> {
+    /// Added to the variance.
+    pub fn eps(&self) -> f64 {
+        self.eps
+    }
+
     /// Normalises the last dimension of `[.., dim]`.
     /// A half-precision input is normalised in the parameters' dtype (f32), as autocast runs
     /// LayerNorm, and returned in its own dtype.

@@ -7,6 +7,8 @@
 //!   [`MobileVit::forward_all`] (every stage and ExShortcut), [`MobileVit::forward_taps`];
 //! - [`load_model`]: a name plus [`ModelWeights`] (random init, a timm-keyed safetensors file,
 //!   or a backbone) → a ready model; [`save_safetensors`] writes weights timm loads;
+//! - [`hub`]: a model's pretrained weights from the Hugging Face cache timm uses (or a
+//!   download into it, feature `download`);
 //! - [`PretrainedCfg`]: the preprocessing the weights expect (exvit-data's
 //!   `preprocess::DataConfig::timm` turns it into a transform).
 //!
@@ -40,6 +42,7 @@
 //! A whole program (a name, timm weights, one image preprocessed the weights' way, the top-5)
 //! is `examples/classify.rs`: `cargo run --release -p exvit-zoo --example classify -- --help`.
 
+pub mod hub;
 pub mod load;
 pub mod mobilevit;
 pub mod refinit;

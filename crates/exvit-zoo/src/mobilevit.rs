@@ -345,6 +345,11 @@ impl<B: Backend> MobileVit<B> {
         }
     }
 
+    /// The stage each ExShortcut taps, in the classifier's order.
+    pub fn exshortcut_stages(&self) -> &[usize] {
+        &self.tap_stages
+    }
+
     /// Number of classes.
     pub fn num_classes(&self) -> usize {
         self.head.out_channels()

@@ -121,6 +121,13 @@ pub struct Entry {
     make: fn() -> MobileVitConfig,
 }
 
+impl Entry {
+    /// The model's config (1000 classes).
+    pub fn config(&self) -> MobileVitConfig {
+        (self.make)()
+    }
+}
+
 const fn entry(name: &'static str, about: &'static str, make: fn() -> MobileVitConfig) -> Entry {
     Entry { name, about, control_for: None, make }
 }
@@ -182,7 +189,7 @@ pub fn model_config(name: &str, num_classes: usize) -> Result<MobileVitConfig, Z
         .iter()
         .find(|e| e.name == name)
         .ok_or_else(|| ZooError::UnknownModel { name: name.to_string(), known: model_names().join(", ") })?;
-    let mut cfg = (e.make)();
+    let mut cfg = e.config();
     cfg.num_classes = num_classes;
     Ok(cfg)
 }
@@ -248,7 +255,7 @@ pub fn zoo_table<B: Backend>(num_classes: usize, device: &B::Device) -> Vec<ZooR
     REGISTRY
         .iter()
         .map(|e| {
-            let mut cfg = (e.make)();
+            let mut cfg = e.config();
             cfg.num_classes = num_classes;
             let model: MobileVit<B> = cfg.init(device);
             let modules = module_params(&model);

@@ -26,6 +26,23 @@ pub fn stop_on_ctrl_c(what: &'static str) -> Result<Arc<AtomicBool>> {
     Ok(stop)
 }
 
+/// `--pretrained`: `model`'s weights from its Hugging Face hub repository, in the cache timm
+/// uses, downloaded into it when missing (unless `HF_HUB_OFFLINE`); checked against their
+/// SHA-256 (exvit_zoo::hub).
+pub fn pretrained_weights(model: &str) -> Result<PathBuf> {
+    let cfg = exvit_zoo::resolve_model(model, 1000).with_context(|| format!("model `{model}`"))?;
+    Ok(exvit_zoo::hub::pretrained_weights(&cfg, &exvit_zoo::hub::HubOptions::from_env())?)
+}
+
+/// `--weights W`, or with `pretrained` the model's hub weights ([`pretrained_weights`]).
+pub fn weights_or_pretrained(model: &str, weights: Option<PathBuf>, pretrained: bool) -> Result<Option<PathBuf>> {
+    if pretrained {
+        pretrained_weights(model).map(Some)
+    } else {
+        Ok(weights)
+    }
+}
+
 /// Opens `data/split` when that folder exists, else `data` itself (a split folder, or a CIFAR
 /// binary folder whose split `split` is read).
 pub fn open_split(data: &Path, split: &str) -> Result<(PathBuf, Arc<Dataset>)> {

@@ -22,6 +22,10 @@ pub struct ForwardArgs {
     /// Weights (safetensors, timm keys), loaded strictly: every key must match.
     #[arg(long, conflicts_with = "init_from")]
     weights: Option<PathBuf>,
+    /// The model's pretrained weights (timm's, on the Hugging Face hub), loaded strictly: from
+    /// the hub cache timm uses, downloaded into it when missing (docs/models.md#pretrained-weights).
+    #[arg(long, conflicts_with_all = ["weights", "init_from"])]
+    pretrained: bool,
     /// Weights of a backbone: only the trunk (stem, stages) must match; the rest keeps the
     /// reference initialisation and is listed.
     #[arg(long)]
@@ -99,7 +103,8 @@ pub fn run(args: ForwardArgs) -> Result<()> {
     crate::with_backend!(device, |B, dev| run_on::<B>(args, dev))
 }
 
-fn run_on<B: Backend>(args: ForwardArgs, dev: B::Device) -> Result<()> {
+fn run_on<B: Backend>(mut args: ForwardArgs, dev: B::Device) -> Result<()> {
+    args.weights = crate::common::weights_or_pretrained(&args.model, args.weights.take(), args.pretrained)?;
     ensure!(args.size >= 32 && args.batch >= 1, "--size must be at least 32 and --batch at least 1");
     let data = match &args.input {
         Some(p) => read_input(p, &args.key)?,

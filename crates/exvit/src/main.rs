@@ -6,6 +6,7 @@ mod common;
 mod data;
 mod demo;
 mod device;
+mod export;
 mod forward;
 mod probe;
 mod train;
@@ -32,6 +33,8 @@ enum Command {
     Report(demo::ReportArgs),
     /// Run a zoo model in eval mode on an input batch and print or save its outputs.
     Forward(forward::ForwardArgs),
+    /// Export a model (eval mode, BatchNorm folded) as ONNX, for ONNX Runtime, tract, TensorRT...
+    Export(export::ExportArgs),
     /// Time a forward pass or a training step (one configuration per process).
     Bench(bench::BenchArgs),
     /// Datasets: check a dataset and write its manifest.
@@ -61,6 +64,7 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Forward(args) => forward::run(args),
         Command::Zoo(cmd) => zoo::run(cmd),
+        Command::Export(args) => export::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Data(cmd) => data::run(cmd),
         Command::Train(args) => train::train(args),

@@ -88,6 +88,10 @@ pub struct FrozenModel {
     /// Weights (safetensors, timm keys). Without: the model at its seeded random init.
     #[arg(long)]
     weights: Option<PathBuf>,
+    /// The model's pretrained weights (timm's, on the Hugging Face hub): from the hub cache
+    /// timm uses, downloaded into it when missing; recorded as that file's path.
+    #[arg(long, conflicts_with = "weights")]
+    pretrained: bool,
     /// Load weights even when they hold NaN or Inf (refused by default, naming the tensors).
     #[arg(long)]
     allow_nonfinite: bool,
@@ -97,6 +101,14 @@ pub struct FrozenModel {
 }
 
 impl FrozenModel {
+    /// `--pretrained` → `--weights` of the cached hub file (done once, before anything records
+    /// the weights).
+    fn resolve_pretrained(&mut self) -> Result<()> {
+        self.weights = crate::common::weights_or_pretrained(&self.model, self.weights.take(), self.pretrained)?;
+        self.pretrained = false;
+        Ok(())
+    }
+
     /// The model on `dev` (`classes` when at random init; a file's own otherwise).
     fn load<B: Backend>(&self, classes: usize, dev: &B::Device) -> Result<MobileVit<B>> {
         let nonfinite = exvit_zoo::NonFinite::allow_if(self.allow_nonfinite);
@@ -284,7 +296,8 @@ pub fn load_model<B: Backend>(
     exvit_zoo::load_model_with(name, source, classes, dev, nonfinite).with_context(|| format!("model `{name}`"))
 }
 
-fn extract_cmd(a: ExtractArgs) -> Result<()> {
+fn extract_cmd(mut a: ExtractArgs) -> Result<()> {
+    a.net.resolve_pretrained()?;
     let device = parse_device(&a.device)?;
     let (dir, ds) = open_split(&a.data, &a.split)?;
     let mcfg = resolve_model(&a.net.model, 1)?;
@@ -490,7 +503,8 @@ fn bench(a: ProbeBenchArgs) -> Result<()> {
     Ok(())
 }
 
-fn attention_cmd(a: AttentionArgs) -> Result<()> {
+fn attention_cmd(mut a: AttentionArgs) -> Result<()> {
+    a.net.resolve_pretrained()?;
     let device = parse_device(&a.device)?;
     let (dir, ds) = open_split(&a.data, &a.split)?;
     let mcfg = resolve_model(&a.net.model, 1)?;

@@ -45,6 +45,16 @@ pub struct TrainArgs {
     /// Seed.
     #[arg(long)]
     seed: Option<u64>,
+    /// Start from these weights (timm keys): the trunk must match; the classifier, never taken
+    /// from a backbone, and what the file lacks (ExShortcuts) keep their initialisation.
+    /// Overrides the config's `init_from`.
+    #[arg(long, conflicts_with = "resume")]
+    init_from: Option<PathBuf>,
+    /// Start from the model's pretrained weights (timm's, on the Hugging Face hub; the hub cache,
+    /// else a download), as `--init-from` does: the classifier starts fresh. A model with no
+    /// weights of its own (an ExMobileViT) names the one whose trunk it shares.
+    #[arg(long, conflicts_with_all = ["resume", "init_from"])]
+    pretrained: bool,
     /// Loader threads.
     #[arg(long)]
     workers: Option<usize>,
@@ -143,6 +153,12 @@ fn build_config(a: &TrainArgs) -> Result<RunConfig> {
         }
         if let Some(v) = a.seed {
             cfg.seed = v;
+        }
+        if let Some(v) = &a.init_from {
+            cfg.init_from = Some(v.clone());
+        }
+        if a.pretrained {
+            cfg.init_from = Some(crate::common::pretrained_weights(&cfg.model)?);
         }
     }
     if let Some(v) = a.precision {
@@ -270,8 +286,12 @@ pub struct EvalArgs {
     #[arg(long)]
     model: String,
     /// Weights (safetensors, timm keys), e.g. RUN_DIR/model.safetensors or ema.safetensors.
-    #[arg(long)]
-    weights: PathBuf,
+    #[arg(long, required_unless_present = "pretrained")]
+    weights: Option<PathBuf>,
+    /// The model's pretrained weights (timm's, on the Hugging Face hub): from the hub cache
+    /// timm uses, downloaded into it when missing (docs/models.md#pretrained-weights).
+    #[arg(long, conflicts_with = "weights")]
+    pretrained: bool,
     /// Dataset folder (a split folder, a folder with splits, or a CIFAR binary folder).
     #[arg(long)]
     data: PathBuf,
@@ -295,6 +315,8 @@ pub struct EvalArgs {
 }
 
 pub fn eval(a: EvalArgs) -> Result<()> {
+    let weights = crate::common::weights_or_pretrained(&a.model, a.weights.clone(), a.pretrained)?
+        .context("--weights or --pretrained is required")?;
     let (split_dir, ds) = crate::common::open_split(&a.data, &a.split)?;
     let mcfg = resolve_model(&a.model, ds.classes.len()).with_context(|| format!("model `{}`", a.model))?;
     let data = a.pre.resolve(&mcfg.pretrained)?;
@@ -306,8 +328,8 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     let stats = crate::with_backend!(device, |B, dev| {
         let model: MobileVit<B> = mcfg.init(&dev);
         let (model, _) =
-            load_safetensors_with(model, &a.weights, LoadMode::Strict, NonFinite::allow_if(a.allow_nonfinite))
-                .with_context(|| format!("loading {}", a.weights.display()))?;
+            load_safetensors_with(model, &weights, LoadMode::Strict, NonFinite::allow_if(a.allow_nonfinite))
+                .with_context(|| format!("loading {}", weights.display()))?;
         evaluate_on(&model, &ds, lc, size, a.batch, &dev).context("evaluating")?.0
     });
     println!(
@@ -327,7 +349,7 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         let json = format!(
             "{{\"model\": {:?}, \"weights\": {:?}, \"data\": {:?}, \"images\": {}, \"resolution\": {}, \"resize\": {}, \"top1\": {}, \"top5\": {}, \"loss\": {}}}\n",
             a.model,
-            a.weights.display().to_string(),
+            weights.display().to_string(),
             split_dir.display().to_string(),
             stats.images,
             size,

@@ -1,4 +1,4 @@
-//! `exvit zoo`: list the models, write initial weights.
+//! `exvit zoo`: list the models, write initial weights, fetch pretrained ones.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -24,6 +24,16 @@ pub enum ZooCommand {
     },
     /// Write a model's initial weights as a timm-compatible safetensors file.
     Init(InitArgs),
+    /// Put a model's pretrained weights (timm's, on the Hugging Face hub) in the hub cache timm
+    /// uses, unless they are there, and print the file's path (for `--weights` or `--init-from`).
+    /// Honours HF_HUB_CACHE, HF_HOME, HF_ENDPOINT, HF_TOKEN and HF_HUB_OFFLINE.
+    Fetch {
+        /// Registry name.
+        model: String,
+        /// Download again even when cached (the cached copy stays until the new one is checked).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -68,6 +78,12 @@ pub fn run(cmd: ZooCommand) -> Result<()> {
                 let parts: Vec<String> = r.modules.iter().map(|(m, n)| format!("{m} {n}")).collect();
                 println!("{:<22} {}", "", parts.join(" | "));
             }
+            Ok(())
+        }
+        ZooCommand::Fetch { model, force } => {
+            let cfg = exvit_zoo::resolve_model(&model, 1000).with_context(|| format!("model `{model}`"))?;
+            let path = exvit_zoo::hub::fetch(&cfg, &exvit_zoo::hub::HubOptions::from_env(), force)?;
+            println!("{}", path.display());
             Ok(())
         }
         ZooCommand::Init(a) => {

@@ -13,7 +13,7 @@ use exvit_layers::{
 };
 use exvit_zoo::{MobileVit, StageBlock};
 
-use crate::graph::{Attr, Dim, Graph};
+use crate::graph::{transposed, Attr, Dim, Graph};
 use crate::proto::{ModelProto, OperatorSetIdProto, StringStringEntryProto};
 use crate::ExportError;
 
@@ -212,14 +212,8 @@ impl Exporter {
             y = self.g.binary("MatMul", &rh, &y, name);
         }
         if w != from_w {
-            let m = bilinear_matrix(from_w, w);
-            let mut t = vec![0f32; m.len()];
-            for o in 0..w {
-                for i in 0..from_w {
-                    t[i * w + o] = m[o * from_w + i];
-                }
-            }
-            let rw = self.g.weight(&format!("{name}.resize_w"), &[from_w, w], &t);
+            let rw = transposed(&bilinear_matrix(from_w, w), w, from_w);
+            let rw = self.g.weight(&format!("{name}.resize_w"), &[from_w, w], &rw);
             y = self.g.binary("MatMul", &y, &rw, name);
         }
         y

@@ -15,6 +15,18 @@ pub enum Dim {
     Symbol(String),
 }
 
+/// The `[cols, rows]` transpose of a row-major `[rows, cols]` matrix.
+pub fn transposed(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    assert_eq!(m.len(), rows * cols, "transposed: {} values for a {rows}x{cols} matrix", m.len());
+    let mut t = vec![0f32; m.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            t[c * rows + r] = m[r * cols + c];
+        }
+    }
+    t
+}
+
 /// An ONNX graph under construction.
 #[derive(Debug, Default)]
 pub struct Graph {
@@ -186,13 +198,7 @@ impl Graph {
         bias: Option<&[f32]>,
         [d_out, d_in]: [usize; 2],
     ) -> String {
-        let mut wt = vec![0f32; weight.len()];
-        for o in 0..d_out {
-            for i in 0..d_in {
-                wt[i * d_out + o] = weight[o * d_in + i];
-            }
-        }
-        let w = self.weight(&format!("{name}.weight"), &[d_in, d_out], &wt);
+        let w = self.weight(&format!("{name}.weight"), &[d_in, d_out], &transposed(weight, d_out, d_in));
         let y = self.node("MatMul", &[x, &w], &format!("{name}/"), vec![]);
         match bias {
             Some(b) => {

@@ -41,6 +41,15 @@ EXMOBILEVIT = {
     "exmobilevit_xs": ("mobilevit_xs", (64, 80), 384),
 }
 
+# Wide-head controls: the backbone with a wider final_conv (its width = the ExMobileViT's
+# classifier input) and no taps.
+CONTROLS = {
+    "mobilevit_s_head576": ("mobilevit_s", 576),
+    "mobilevit_s_head928": ("mobilevit_s", 928),
+    "mobilevit_xxs_head432": ("mobilevit_xxs", 432),
+    "mobilevit_xs_head528": ("mobilevit_xs", 528),
+}
+
 
 class _Head(torch.nn.Module):
     def __init__(self, width, num_classes):
@@ -106,6 +115,13 @@ def tiny_model():
 def build(name):
     if name in EXMOBILEVIT:
         return ExMobileViT(*EXMOBILEVIT[name])
+    if name in CONTROLS:
+        from dataclasses import replace
+        from timm.models.byobnet import ByobNet
+        from timm.models.mobilevit import model_cfgs
+
+        backbone, width = CONTROLS[name]
+        return ByobNet(replace(model_cfgs[backbone], num_features=width), num_classes=1000)
     if name == "tiny":
         return tiny_model()
     return timm.create_model(name, pretrained=False)

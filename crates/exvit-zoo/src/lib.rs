@@ -7,6 +7,8 @@
 //!   [`MobileVit::forward_all`] (every stage and ExShortcut), [`MobileVit::forward_taps`];
 //! - [`load_model`]: a name plus [`ModelWeights`] (random init, a timm-keyed safetensors file,
 //!   or a backbone) → a ready model; [`save_safetensors`] writes weights timm loads;
+//! - [`macs::count_macs`]: multiply-accumulates of a forward pass at an input size (what
+//!   PyTorch's `FlopCounterMode` counts, halved);
 //! - [`hub`]: a model's pretrained weights from the Hugging Face cache timm uses (or a
 //!   download into it, feature `download`);
 //! - [`PretrainedCfg`]: the preprocessing the weights expect (exvit-data's
@@ -44,6 +46,7 @@
 
 pub mod hub;
 pub mod load;
+pub mod macs;
 pub mod mobilevit;
 pub mod refinit;
 pub mod registry;

@@ -226,6 +226,9 @@ pub struct ZooRow {
     /// Parameters per top-level module (`stem`, `stages.N`, `final_conv`, `exshortcuts`,
     /// `head`), in model order.
     pub modules: Vec<(String, usize)>,
+    /// Multiply-accumulates per image at the pretrained config's input size
+    /// ([`count_macs`](crate::macs::count_macs)).
+    pub macs: u64,
     /// Width of the classifier input.
     pub classifier_width: usize,
     /// The ExMobileViT this model controls for.
@@ -259,10 +262,12 @@ pub fn zoo_table<B: Backend>(num_classes: usize, device: &B::Device) -> Vec<ZooR
             cfg.num_classes = num_classes;
             let model: MobileVit<B> = cfg.init(device);
             let modules = module_params(&model);
+            let [_, h, w] = cfg.pretrained.input_size;
             ZooRow {
                 name: e.name.to_string(),
                 about: e.about.to_string(),
                 params: modules.iter().map(|(_, n)| n).sum(),
+                macs: crate::macs::count_macs(&model, [h, w]).total,
                 modules,
                 classifier_width: cfg.classifier_width(),
                 control_for: e.control_for.map(str::to_string),

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use burn_flex::{Flex, FlexDevice};
 use clap::{Args, Subcommand, ValueEnum};
+use exvit_zoo::macs::count_macs;
 use exvit_zoo::refinit::reference_init;
 use exvit_zoo::{create_model, save_safetensors, zoo_table};
 
@@ -13,7 +14,8 @@ type B = Flex;
 
 #[derive(Subcommand, Debug)]
 pub enum ZooCommand {
-    /// List the registered models with their parameter counts (total and per top-level module).
+    /// List the registered models with their parameter counts (total and per top-level module) and
+    /// multiply-accumulates per image (at their input size, 256x256, unless --size).
     List {
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -21,6 +23,9 @@ pub enum ZooCommand {
         /// Classes of the classifier the counts assume.
         #[arg(long, default_value_t = 1000)]
         num_classes: usize,
+        /// Count the MACs at this input side instead of the models' own (256).
+        #[arg(long)]
+        size: Option<usize>,
     },
     /// Write a model's initial weights as a timm-compatible safetensors file.
     Init(InitArgs),
@@ -66,15 +71,22 @@ pub struct InitArgs {
 
 pub fn run(cmd: ZooCommand) -> Result<()> {
     match cmd {
-        ZooCommand::List { json, num_classes } => {
-            let rows = zoo_table::<B>(num_classes, &FlexDevice);
+        ZooCommand::List { json, num_classes, size } => {
+            let mut rows = zoo_table::<B>(num_classes, &FlexDevice);
+            if let Some(size) = size {
+                anyhow::ensure!(size >= 32, "--size {size}: MobileViT needs at least 32x32");
+                for r in &mut rows {
+                    r.macs = count_macs(&create_model::<B>(&r.name, num_classes, &FlexDevice)?, [size, size]).total;
+                }
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
                 return Ok(());
             }
-            println!("{:<22} {:>10} {:>8}  about", "model", "params", "cls-in");
+            println!("{:<22} {:>10} {:>9} {:>8}  about", "model", "params", "GMACs", "cls-in");
             for r in &rows {
-                println!("{:<22} {:>10} {:>8}  {}", r.name, r.params, r.classifier_width, r.about);
+                let gmacs = format!("{:.3}", r.macs as f64 / 1e9);
+                println!("{:<22} {:>10} {:>9} {:>8}  {}", r.name, r.params, gmacs, r.classifier_width, r.about);
                 let parts: Vec<String> = r.modules.iter().map(|(m, n)| format!("{m} {n}")).collect();
                 println!("{:<22} {}", "", parts.join(" | "));
             }

@@ -165,7 +165,10 @@ fn serve(body: Vec<u8>, etag_of: Vec<u8>, seen: Arc<Mutex<Seen>>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = format!("http://{}", listener.local_addr().unwrap());
     let etag = {
-        let tmp = std::env::temp_dir().join(format!("exvit-etag-{}-{}", std::process::id(), etag_of.len()));
+        // One file per call: the tests run in parallel threads of one process.
+        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = std::env::temp_dir().join(format!("exvit-etag-{}-{call}", std::process::id()));
         std::fs::write(&tmp, &etag_of).unwrap();
         let s = sha256_file(&tmp).unwrap();
         std::fs::remove_file(tmp).unwrap();

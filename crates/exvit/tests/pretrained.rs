@@ -129,6 +129,34 @@ fn the_cache_timm_fills_is_used_offline_and_checked() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// The fresh user: `exvit eval --model M --pretrained --data …` with weights timm put in
+/// the cache scores exactly as `--weights` on the file (3-class weights, for a 3-class folder).
+#[test]
+fn eval_with_pretrained_scores_as_the_file_does() {
+    let dir = tempdir("eval");
+    let hub = dir.join("hub");
+    let w = dir.join("three.safetensors");
+    let (ok, _, stderr) = exvit(
+        &["zoo", "init", "--model", "mobilevit_xxs", "--num-classes", "3", "--seed", "8", "--out", w.to_str().unwrap()],
+        &[],
+    );
+    assert!(ok, "{stderr}");
+    cache(&hub, &w);
+    let data = exvit_data::synthetic::write_tinted_dataset(&dir.join("data"), 2, 40, 40).unwrap();
+    let eval = |weights: &[&str], env: &[(&str, &str)]| {
+        let mut args = vec!["eval", "--model", "mobilevit_xxs", "--data", data.to_str().unwrap(), "--resolution", "64"];
+        args.extend_from_slice(weights);
+        let (ok, stdout, stderr) = exvit(&args, env);
+        assert!(ok, "{stderr}");
+        stdout
+    };
+    let by_file = eval(&["--weights", w.to_str().unwrap()], &[]);
+    assert!(by_file.contains("(6 images") && by_file.contains("top-1"), "{by_file}");
+    let offline = [("HF_HUB_CACHE", hub.to_str().unwrap()), ("HF_HUB_OFFLINE", "1")];
+    assert_eq!(eval(&["--pretrained"], &offline), by_file);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn models_without_hub_weights_say_what_to_do() {
     let (ok, _, stderr) = exvit(&["forward", "--model", "exmobilevit_xxs", "--pretrained"], &[]);

@@ -82,8 +82,12 @@ pub fn run(a: ExportArgs) -> Result<()> {
     write_onnx(&a.out, &onnx).context("writing the ONNX file")?;
     let graph = onnx.graph.as_ref().expect("a graph");
     let bytes = std::fs::metadata(&a.out).map(|m| m.len()).unwrap_or(0);
-    let folded: i64 =
-        graph.initializer.iter().filter(|t| t.data_type == 1).map(|t| t.dims.iter().product::<i64>()).sum();
+    let folded: i64 = graph
+        .initializer
+        .iter()
+        .filter(|t| t.data_type == exvit_onnx::proto::DataType::Float as i32)
+        .map(|t| t.dims.iter().product::<i64>())
+        .sum();
     println!(
         "wrote {}: {}, input [{}, 3, {size}, {size}], opset {}, {} nodes, {folded} weights (the model's {} parameters, BatchNorm folded), {:.1} MB",
         a.out.display(),

@@ -54,13 +54,9 @@ def alternate(sides, rounds, log=None, seconds=lambda r: r["seconds_per_iter"]):
 
 
 def summary(values):
-    """(median, min, max, q1, q3) of a list of numbers."""
+    """(median, min, max) of a list of numbers."""
     v = sorted(values)
-    if len(v) >= 2:
-        q1, _, q3 = statistics.quantiles(v, n=4, method="inclusive")
-    else:
-        q1 = q3 = v[0]
-    return statistics.median(v), v[0], v[-1], q1, q3
+    return statistics.median(v), v[0], v[-1]
 
 
 def paired_ratios(results, a, b, seconds=lambda r: r["seconds_per_iter"]):
@@ -85,10 +81,10 @@ def main():
     first = a.side[0][0]
     med = {}
     for name in sides:
-        med[name], lo, hi, _, _ = summary([seconds(r) for r in res[name]])
+        med[name], lo, hi = summary([seconds(r) for r in res[name]])
         print(f"MS {name} {1e3 * med[name]:.1f} {1e3 * lo:.1f} {1e3 * hi:.1f}")
     for name in list(sides)[1:]:
-        ratio, lo, hi, _, _ = summary(paired_ratios(res, first, name, seconds=seconds))
+        ratio, lo, hi = summary(paired_ratios(res, first, name, seconds=seconds))
         print(f"RATIO {a.name} {first}_vs_{name} {med[first]:.3f} {med[name]:.3f} {ratio:.3f}")
         print(f"SPREAD {a.name} {first}_vs_{name} {lo:.3f} {hi:.3f}")
 

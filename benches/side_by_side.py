@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from protocol import alternate, paired_ratios, summary  # noqa: E402
+from protocol import alternate, paired_ratios, summary, trial  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -88,16 +88,18 @@ def main():
             for model in a.models:
                 if model not in zoo:
                     sys.exit(f"`{model}` is not a zoo model (exvit zoo list)")
+                work_args = ["--mode", mode, "--batch", str(batch), "--size", str(a.size)]
+                bench = [a.exvit, "bench", "--model", model, *work_args]
                 # A first trial of exvit sizes the model's trials to about --seconds.
-                probe = run_exvit(a, model, mode, batch, warmup=1, iters=1)
+                probe = trial([*bench, "--warmup", "1", "--iters", "1"])
                 iters = iters_of[model] = max(3, min(50, round(a.seconds / probe["seconds_per_iter"])))
                 warmup = 1 if mode == "train" else max(2, iters // 4)
-                common = ["--mode", mode, "--batch", str(batch), "--size", str(a.size), "--warmup", str(warmup),
-                          "--iters", str(iters)]
-                py = [a.python, str(HERE / "vs_pytorch.py"), "--model", model, "--threads", str(a.threads), *common]
+                timing = ["--warmup", str(warmup), "--iters", str(iters)]
+                py = [a.python, str(HERE / "vs_pytorch.py"), "--model", model, "--threads", str(a.threads), *work_args,
+                      *timing]
                 for r in runtimes:
                     if r == "exvit":
-                        cmd = [a.exvit, "bench", "--model", model, *common]
+                        cmd = [*bench, *timing]
                     elif r == "pytorch":
                         cmd = py
                     elif r == "onnxruntime":
@@ -153,13 +155,6 @@ def main():
         print("|---|---|---|---|---|")
         for m, base, mb, r, c in costs:
             print(f"| `{m}` | `{base}` | {mb} | {r} | {c[0]:.3f} ({c[1]:.3f}–{c[2]:.3f}) |")
-
-
-def run_exvit(a, model, mode, batch, warmup, iters):
-    cmd = [a.exvit, "bench", "--model", model, "--mode", mode, "--batch", str(batch), "--size", str(a.size),
-           "--warmup", str(warmup), "--iters", str(iters)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 if __name__ == "__main__":

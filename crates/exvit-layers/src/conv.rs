@@ -166,6 +166,11 @@ impl<B: Backend> Conv2d<B> {
         self.groups
     }
 
+    /// The output side for an input side `n` (PyTorch's, dilation 1).
+    pub fn output_size(&self, n: usize) -> usize {
+        (n + 2 * self.padding - self.kernel_size) / self.stride + 1
+    }
+
     pub(crate) fn describe(&self) -> String {
         let g = if self.groups > 1 { format!(", g{}", self.groups) } else { String::new() };
         format!("Conv2d({}->{}, k{}, s{}{g})", self.in_channels, self.out_channels, self.kernel_size, self.stride)

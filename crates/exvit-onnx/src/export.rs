@@ -115,8 +115,7 @@ impl Exporter {
                 ("group", Attr::Int(groups as i64)),
             ],
         );
-        let out = |n: usize| (n + 2 * p as usize - k as usize) / s as usize + 1;
-        Map { name: y, c: o, h: out(x.h), w: out(x.w) }
+        Map { name: y, c: o, h: conv.output_size(x.h), w: conv.output_size(x.w) }
     }
 
     /// timm's `ConvNormAct` in eval mode: one conv (BN folded), then the activation.

@@ -42,9 +42,8 @@ type Shape = [usize; 3];
 
 /// MACs of `conv` on a `[c, h, w]` map, and its output shape.
 fn conv<B: Backend>(conv: &Conv2d<B>, [_, h, w]: Shape) -> (u64, Shape) {
-    let (k, s, p) = (conv.kernel_size(), conv.stride(), conv.padding());
-    let out = |n: usize| (n + 2 * p - k) / s + 1;
-    let (oh, ow, o) = (out(h), out(w), conv.out_channels());
+    let k = conv.kernel_size();
+    let (oh, ow, o) = (conv.output_size(h), conv.output_size(w), conv.out_channels());
     let per_output = (conv.in_channels() / conv.groups() * k * k) as u64;
     ((o * oh * ow) as u64 * per_output, [o, oh, ow])
 }

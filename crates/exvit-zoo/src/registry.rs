@@ -226,8 +226,8 @@ pub struct ZooRow {
     /// Parameters per top-level module (`stem`, `stages.N`, `final_conv`, `exshortcuts`,
     /// `head`), in model order.
     pub modules: Vec<(String, usize)>,
-    /// Multiply-accumulates per image at the pretrained config's input size
-    /// ([`count_macs`](crate::macs::count_macs)).
+    /// Multiply-accumulates per image ([`count_macs`](crate::macs::count_macs)) at the size
+    /// [`zoo_table`] was asked for, by default the pretrained config's input size.
     pub macs: u64,
     /// Width of the classifier input.
     pub classifier_width: usize,
@@ -253,8 +253,9 @@ pub fn module_params<B: Backend>(model: &MobileVit<B>) -> Vec<(String, usize)> {
     out
 }
 
-/// The zoo table (builds each model once on `device` to count).
-pub fn zoo_table<B: Backend>(num_classes: usize, device: &B::Device) -> Vec<ZooRow> {
+/// The zoo table (builds each model once on `device` to count), the MACs at `size`x`size`, or
+/// at each model's pretrained input size when `None`.
+pub fn zoo_table<B: Backend>(num_classes: usize, size: Option<usize>, device: &B::Device) -> Vec<ZooRow> {
     REGISTRY
         .iter()
         .map(|e| {
@@ -263,11 +264,12 @@ pub fn zoo_table<B: Backend>(num_classes: usize, device: &B::Device) -> Vec<ZooR
             let model: MobileVit<B> = cfg.init(device);
             let modules = module_params(&model);
             let [_, h, w] = cfg.pretrained.input_size;
+            let input = size.map_or([h, w], |s| [s, s]);
             ZooRow {
                 name: e.name.to_string(),
                 about: e.about.to_string(),
                 params: modules.iter().map(|(_, n)| n).sum(),
-                macs: crate::macs::count_macs(&model, [h, w]).total,
+                macs: crate::macs::count_macs(&model, input).total,
                 modules,
                 classifier_width: cfg.classifier_width(),
                 control_for: e.control_for.map(str::to_string),

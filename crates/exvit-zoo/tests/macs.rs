@@ -33,10 +33,14 @@ fn macs_equal_pytorchs_flop_counter_on_every_zoo_model() {
 
 #[test]
 fn the_zoo_table_reports_macs_at_256_and_the_taps_cost_little() {
-    let rows = zoo_table::<Flex>(1000, &FlexDevice);
+    let rows = zoo_table::<Flex>(1000, None, &FlexDevice);
     let macs = |n: &str| rows.iter().find(|r| r.name == n).unwrap().macs;
     let fixture = fixture();
     assert_eq!(macs("mobilevit_s"), fixture["macs"]["mobilevit_s"]["256"].as_u64().unwrap());
+    // At another size (`exvit zoo list --size 200`).
+    let at_200 = zoo_table::<Flex>(1000, Some(200), &FlexDevice);
+    let s200 = at_200.iter().find(|r| r.name == "mobilevit_s").unwrap().macs;
+    assert_eq!(s200, fixture["macs"]["mobilevit_s"]["200"].as_u64().unwrap());
     // The ExShortcuts' 1x1 convs are under 1% of the work (17.8 M of 2.02 G on -928).
     let model = create_model::<Flex>("exmobilevit_928", 1000, &FlexDevice).unwrap();
     let m = count_macs(&model, [256, 256]);

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use burn_flex::{Flex, FlexDevice};
 use clap::{Args, Subcommand, ValueEnum};
-use exvit_zoo::macs::count_macs;
 use exvit_zoo::refinit::reference_init;
 use exvit_zoo::{create_model, save_safetensors, zoo_table};
 
@@ -72,13 +71,10 @@ pub struct InitArgs {
 pub fn run(cmd: ZooCommand) -> Result<()> {
     match cmd {
         ZooCommand::List { json, num_classes, size } => {
-            let mut rows = zoo_table::<B>(num_classes, &FlexDevice);
             if let Some(size) = size {
                 anyhow::ensure!(size >= 32, "--size {size}: MobileViT needs at least 32x32");
-                for r in &mut rows {
-                    r.macs = count_macs(&create_model::<B>(&r.name, num_classes, &FlexDevice)?, [size, size]).total;
-                }
             }
+            let rows = zoo_table::<B>(num_classes, size, &FlexDevice);
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
                 return Ok(());

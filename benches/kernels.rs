@@ -26,7 +26,7 @@ fn flex(n: usize) -> FlexTensor {
     }
 }
 
-/// Runs `f` on a rayon pool of `threads` threads.
+/// A rayon pool of `threads` threads (each benchmark runs inside `install`).
 fn pool(threads: usize) -> rayon::ThreadPool {
     rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a rayon pool")
 }

@@ -157,9 +157,9 @@ pub fn exp_nonpositive(t: f32) -> f32 {
     const C2: f32 = -2.121_944_4e-4;
     const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23: adding and subtracting it rounds to nearest
     let t = t.max(-87.0);
-    // `k` holds round(t·log2 e) in its low mantissa bits; reading the integer from the bits
-    // (not `n as i32`, a saturating conversion: with it the SiLU loop ran at half this speed,
-    // ~7.5 cycles per element; benches/kernels.rs, docs/performance.md) keeps every step a vector instruction.
+    // `k` holds round(t·log2 e) in its low mantissa bits; the integer is read from the bits,
+    // not converted with `n as i32` (a saturating conversion: with it the SiLU loop ran at half
+    // this speed, ~7.5 cycles per element; benches/kernels.rs, docs/performance.md).
     let k = t * LOG2E + ROUND;
     let n = k - ROUND;
     let ni = (k.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);

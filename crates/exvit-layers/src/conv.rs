@@ -1,6 +1,6 @@
 //! Convolutions: a plain `Conv2d` and timm's `ConvNormAct` (conv + BatchNorm2d + activation).
 
-use crate::fast::silu;
+use crate::fast::{silu, Epilogue};
 use burn::module::{Module, Param};
 use burn::prelude::*;
 use burn::tensor::module::conv2d;
@@ -188,36 +188,38 @@ impl<B: Backend> Conv2d<B> {
     /// `[N, in, H, W]` → `[N, out, H', W']`.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         or_panic(self.check(x.dims()));
-        self.conv(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()))
+        self.conv(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()).into())
     }
 
-    /// burn's `conv2d`, or on burn-flex the fused 1x1 (pointwise), im2col (dense) or depthwise conv.
-    fn conv(&self, x: Tensor<B, 4>, w: Tensor<B, 4>, b: Option<Tensor<B, 1>>) -> Tensor<B, 4> {
+    /// burn's `conv2d`, or on burn-flex the fused 1x1 (pointwise), im2col (dense) or depthwise
+    /// conv, followed by `epi`.
+    fn conv(&self, x: Tensor<B, 4>, w: Tensor<B, 4>, epi: Epilogue<B>) -> Tensor<B, 4> {
         if self.kernel_size == 1 && self.stride == 1 && self.padding == 0 && self.groups == 1 {
-            crate::fast::conv1x1(x, w, b)
+            crate::fast::conv1x1(x, w, epi)
         } else if self.groups == 1 {
-            crate::fast::conv2d_dense(x, w, b, self.stride, self.padding)
+            crate::fast::conv2d_dense(x, w, epi, self.stride, self.padding)
         } else if self.groups == self.in_channels && self.groups == self.out_channels {
-            crate::fast::conv2d_depthwise(x, w, b, self.stride, self.padding)
+            crate::fast::conv2d_depthwise(x, w, epi, self.stride, self.padding)
         } else {
-            conv2d(x, w, b, self.options())
+            let options = self.options();
+            epi.generic(x, w, |x, w, b| conv2d(x, w, b, options))
         }
     }
 
-    /// The conv with its output scaled per channel and shifted: `conv(x)·scale + shift`,
-    /// computed as one conv with folded weights and bias.
-    fn forward_folded(&self, x: Tensor<B, 4>, scale: Tensor<B, 1>, shift: Tensor<B, 1>) -> Tensor<B, 4> {
+    /// The conv with its output scaled per channel, shifted and activated:
+    /// `act(conv(x)·scale + shift)`, an eval-mode BatchNorm and its activation folded in. On
+    /// burn-flex f32 one fused kernel (see [`Epilogue`]); elsewhere one conv with folded weights
+    /// and bias, then the activation.
+    fn forward_folded(&self, x: Tensor<B, 4>, scale: Tensor<B, 1>, shift: Tensor<B, 1>, act: Act) -> Tensor<B, 4> {
         or_panic(self.check(x.dims()));
-        let o = self.out_channels;
         let w = self.weight.val();
         // The BN's f32 scale and shift join a half-precision (bf16 view) conv in its dtype.
         let (scale, shift) = (in_dtype(scale, w.dtype()), in_dtype(shift, w.dtype()));
-        let w = w.mul(scale.clone().reshape([o, 1, 1, 1]));
-        let b = match &self.bias {
-            Some(b) => b.val().mul(scale).add(shift),
+        let shift = match &self.bias {
+            Some(b) => b.val().mul(scale.clone()).add(shift),
             None => shift,
         };
-        self.conv(x, w, Some(b))
+        self.conv(x, w, Epilogue { scale: Some(scale), shift: Some(shift), silu: act == Act::Silu })
     }
 }
 
@@ -302,18 +304,17 @@ impl<B: Backend> ConvNormAct<B> {
 }
 
 /// `act(bn(conv(x)))`: batch statistics when the backend records gradients; otherwise the BN
-/// folded into the conv's weights and bias.
+/// and the activation in the conv's epilogue (see [`Conv2d::forward_folded`]).
 pub(crate) fn conv_bn_act<B: Backend>(
     conv: &Conv2d<B>,
     bn: &BatchNorm2d<B>,
     act: Act,
     x: Tensor<B, 4>,
 ) -> Tensor<B, 4> {
-    let y = if B::ad_enabled(&x.device()) {
-        bn.forward(conv.forward(x))
+    if B::ad_enabled(&x.device()) {
+        act.apply(bn.forward(conv.forward(x)))
     } else {
         let (scale, shift) = bn.folded();
-        conv.forward_folded(x, scale, shift)
-    };
-    act.apply(y)
+        conv.forward_folded(x, scale, shift, act)
+    }
 }

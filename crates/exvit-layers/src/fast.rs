@@ -35,6 +35,7 @@ pub use depthwise::conv2d_depthwise;
 pub use pointwise::conv1x1;
 
 pub use activation::{exp_nonpositive, silu, silu_backward, silu_forward};
+pub use conv::Epilogue;
 use conv::{conv_dispatch, Geo};
 use gemm::{matmul, matmul_threads, Shared};
 

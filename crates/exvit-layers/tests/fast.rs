@@ -13,7 +13,7 @@ use burn::tensor::ops::ConvOptions;
 use burn::tensor::TensorData;
 use burn_flex::{Flex, FlexDevice};
 use exvit_layers::fast::{
-    attention, attention_generic, batch_norm_train, conv1x1, conv2d_dense, conv2d_depthwise, silu,
+    attention, attention_generic, batch_norm_train, conv1x1, conv2d_dense, conv2d_depthwise, silu, Epilogue,
 };
 use exvit_layers::BatchNorm2dConfig;
 
@@ -194,10 +194,64 @@ enum Conv {
 
 impl Conv {
     fn fused<B: Backend>(self, x: Tensor<B, 4>, w: Tensor<B, 4>, b: Option<Tensor<B, 1>>) -> Tensor<B, 4> {
+        self.fused_with(x, w, b.into())
+    }
+
+    fn fused_with<B: Backend>(self, x: Tensor<B, 4>, w: Tensor<B, 4>, epi: Epilogue<B>) -> Tensor<B, 4> {
         match self {
-            Conv::Pointwise => conv1x1(x, w, b),
-            Conv::Dense(s, p) => conv2d_dense(x, w, b, s, p),
-            Conv::Depthwise(s, p) => conv2d_depthwise(x, w, b, s, p),
+            Conv::Pointwise => conv1x1(x, w, epi),
+            Conv::Dense(s, p) => conv2d_dense(x, w, epi, s, p),
+            Conv::Depthwise(s, p) => conv2d_depthwise(x, w, epi, s, p),
+        }
+    }
+
+    /// The fused op with an epilogue (scale, shift, SiLU: each present or not) equals burn's
+    /// conv followed by burn's ops, on a pool of 4 threads (so that batch 1 splits its output
+    /// into channel blocks) and of 1, and on the autodiff backend.
+    fn check_epilogue(self, xs: [usize; 4], ws: [usize; 4], seed: u64) {
+        // The scale (up to 3) magnifies the conv's own rounding (1e-5 above).
+        const TOL: f64 = 5e-5;
+        let (x, wt) = (input(xs, 1.0, seed), input(ws, 0.5, seed + 1));
+        let o = ws[0];
+        let scale = input([1, 1, 1, o], 1.5, seed + 2).reshape([o]);
+        let shift = input([1, 1, 1, o], 1.0, seed + 3).reshape([o]);
+        for (with_scale, with_shift, with_silu) in
+            [(true, true, true), (true, false, false), (false, true, true), (false, false, true)]
+        {
+            let epi = Epilogue {
+                scale: with_scale.then(|| scale.clone()),
+                shift: with_shift.then(|| shift.clone()),
+                silu: with_silu,
+            };
+            let mut want = self.reference(x.clone(), wt.clone(), None);
+            if with_scale {
+                want = want * scale.clone().reshape([1, o, 1, 1]);
+            }
+            if with_shift {
+                want = want + shift.clone().reshape([1, o, 1, 1]);
+            }
+            if with_silu {
+                want = activation::silu(want);
+            }
+            let want = values(want);
+            let case = format!("{self:?} {xs:?} {ws:?} scale {with_scale} shift {with_shift} silu {with_silu}");
+            for threads in [4, 1] {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                let got = values(pool.install(|| self.fused_with(x.clone(), wt.clone(), epi.clone())));
+                assert!(max_rel(&got, &want) < TOL, "{case}, {threads} threads: {}", max_rel(&got, &want));
+            }
+            let ad = Epilogue::<AD> {
+                scale: epi.scale.map(Tensor::from_inner),
+                shift: epi.shift.map(Tensor::from_inner),
+                silu: with_silu,
+            };
+            let y = self.fused_with(
+                Tensor::<AD, 4>::from_inner(x.clone()).require_grad(),
+                Tensor::from_inner(wt.clone()),
+                ad,
+            );
+            let got = values(y);
+            assert!(max_rel(&got, &want) < TOL, "{case}: autodiff backend {}", max_rel(&got, &want));
         }
     }
 
@@ -327,6 +381,23 @@ const DEPTHWISE: [([usize; 4], usize, usize, usize); 6] = [
     ([1, 2, 40, 37], 3, 1, 1),
     ([2, 6, 4, 4], 3, 2, 1),
 ];
+
+/// Batch 1 on small feature maps (MobileViT's 8x8 and 16x16 at 256), where the forward splits
+/// the output channels among tasks, and a batch of several bands. (input, output channels).
+const EPILOGUE: [([usize; 4], usize); 4] =
+    [([1, 24, 8, 8], 40), ([1, 8, 16, 16], 36), ([2, 6, 50, 48], 20), ([3, 4, 5, 7], 3)];
+
+#[test]
+fn conv_epilogues_equal_burns_ops() {
+    for (t, (xs, o)) in EPILOGUE.into_iter().enumerate() {
+        let seed = 1000 + 10 * t as u64;
+        Conv::Pointwise.check_epilogue(xs, [o, xs[1], 1, 1], seed);
+        Conv::Dense(1, 1).check_epilogue(xs, [o, xs[1], 3, 3], seed);
+        Conv::Dense(2, 1).check_epilogue(xs, [o, xs[1], 3, 3], seed);
+        Conv::Depthwise(1, 1).check_epilogue(xs, [xs[1], 1, 3, 3], seed);
+        Conv::Depthwise(2, 1).check_epilogue(xs, [xs[1], 1, 3, 3], seed);
+    }
+}
 
 #[test]
 fn pointwise_conv_equals_burns_conv2d() {

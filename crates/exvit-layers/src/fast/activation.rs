@@ -101,6 +101,11 @@ pub fn silu_backward(x: &FlexTensor, g: &FlexTensor) -> Option<FlexTensor> {
     Some(FlexTensor::from_data(TensorData::new(out, shape)))
 }
 
+/// `v = silu(v)` over a slice, on the calling thread (a conv's epilogue).
+pub(super) fn silu_rows(xs: &mut [f32]) {
+    silu_in_place(xs)
+}
+
 multiversion! {
     /// `v = silu(v)` over a slice.
     fn silu_in_place(xs: &mut [f32]) {
@@ -130,7 +135,7 @@ multiversion! {
 }
 
 #[inline(always)]
-fn silu1(x: f32) -> f32 {
+pub(super) fn silu1(x: f32) -> f32 {
     x * sigmoid1(x)
 }
 

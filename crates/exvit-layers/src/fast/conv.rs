@@ -9,48 +9,173 @@ use burn::prelude::*;
 use burn::tensor::TensorPrimitive;
 use burn_flex::{Flex, FlexTensor};
 
+use super::activation::silu_rows;
 use super::{back, cast, contiguous, is_f32, wrap, AdFlex};
 
-/// Runs a convolution on `x` `[N, I, H, W]`, `w` and an optional per-output-channel `bias`
-/// with the kernels `forward` and `backward` of geometry `geo`: on plain burn-flex f32 the
-/// forward with the bias in the kernel; on `Autodiff<Flex>` f32 their autodiff op (the bias added
-/// after it by burn, so that it has its gradient); `generic` (burn's ops) on every other backend
-/// or dtype.
+/// What a convolution applies to its output, per output channel: `conv(x)·scale + shift`, then
+/// SiLU when `silu` — a conv, its folded eval-mode BatchNorm and its activation in one op. A
+/// plain bias is `shift` alone (`Epilogue::from(bias)`).
+///
+/// On burn-flex f32 the kernel does it all: the scale multiplies the weights as the kernel reads
+/// them, the shift fills the output before the accumulating gemm, and SiLU runs on each block of
+/// output while it is still in cache (no weight-folding ops, no extra pass over the activations).
+/// Elsewhere (and under autodiff) burn's ops compose the same.
+///
+/// # Example
+/// ```
+/// use burn::prelude::*;
+/// use burn_flex::Flex;
+/// use exvit_layers::fast::{conv1x1, Epilogue};
+///
+/// let dev = Default::default();
+/// let x = Tensor::<Flex, 4>::ones([1, 2, 3, 3], &dev);
+/// let w = Tensor::<Flex, 4>::ones([4, 2, 1, 1], &dev);
+/// let epi = Epilogue {
+///     scale: Some(Tensor::from_floats([1.0, 2.0, 0.5, 0.0], &dev)),
+///     shift: Some(Tensor::from_floats([0.0, 0.0, 1.0, -1.0], &dev)),
+///     silu: false,
+/// };
+/// let y = conv1x1(x, w, epi); // channels: 2, 4, 2, -1
+/// assert_eq!(y.dims(), [1, 4, 3, 3]);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Epilogue<B: Backend> {
+    /// Per-output-channel factor, `[O]`.
+    pub scale: Option<Tensor<B, 1>>,
+    /// Per-output-channel term added after the scale, `[O]`.
+    pub shift: Option<Tensor<B, 1>>,
+    /// SiLU last.
+    pub silu: bool,
+}
+
+impl<B: Backend> From<Option<Tensor<B, 1>>> for Epilogue<B> {
+    fn from(bias: Option<Tensor<B, 1>>) -> Self {
+        Self { scale: None, shift: bias, silu: false }
+    }
+}
+
+impl<B: Backend> Epilogue<B> {
+    /// `generic(x, w, bias)` (burn's conv) with the scale folded into the weights and the shift
+    /// as the bias, then SiLU: the path of every backend but burn-flex f32.
+    pub(crate) fn generic(
+        self,
+        x: Tensor<B, 4>,
+        w: Tensor<B, 4>,
+        generic: impl FnOnce(Tensor<B, 4>, Tensor<B, 4>, Option<Tensor<B, 1>>) -> Tensor<B, 4>,
+    ) -> Tensor<B, 4> {
+        let o = w.dims()[0];
+        let w = match self.scale {
+            Some(s) => w * s.reshape([o, 1, 1, 1]),
+            None => w,
+        };
+        Epilogue { scale: None, shift: None, silu: self.silu }.apply(generic(x, w, self.shift))
+    }
+
+    /// burn's ops: `y·scale + shift`, then SiLU (the path for autodiff).
+    fn apply(self, y: Tensor<B, 4>) -> Tensor<B, 4> {
+        let o = y.dims()[1];
+        let y = match self.scale {
+            Some(s) => y * s.reshape([1, o, 1, 1]),
+            None => y,
+        };
+        let y = match self.shift {
+            Some(b) => y + b.reshape([1, o, 1, 1]),
+            None => y,
+        };
+        if self.silu {
+            super::silu(y)
+        } else {
+            y
+        }
+    }
+}
+
+/// [`Epilogue`] as the kernels read it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Epi<'a> {
+    pub(super) scale: Option<&'a [f32]>,
+    pub(super) shift: Option<&'a [f32]>,
+    pub(super) silu: bool,
+}
+
+impl Epi<'_> {
+    /// The weights `[O, rows]` with row `r` scaled by `scale[r]`, or `w` itself.
+    pub(super) fn weights<'w>(&self, w: &'w [f32], rows: usize) -> std::borrow::Cow<'w, [f32]> {
+        match self.scale {
+            None => w.into(),
+            Some(s) => w.chunks_exact(rows).zip(s).flat_map(|(row, &f)| row.iter().map(move |v| v * f)).collect(),
+        }
+    }
+
+    /// Fills `rows` rows of `cols` elements (row stride `stride`) at `dst` with the shift;
+    /// whether it did (the gemm then accumulates).
+    ///
+    /// # Safety
+    /// The rows must be valid and this caller's own.
+    pub(super) unsafe fn fill(&self, dst: *mut f32, (rows, cols, stride): (usize, usize, usize), r0: usize) -> bool {
+        let Some(b) = self.shift else { return false };
+        for (r, &v) in b[r0..r0 + rows].iter().enumerate() {
+            // SAFETY: as the caller promises.
+            unsafe { std::slice::from_raw_parts_mut(dst.add(r * stride), cols) }.fill(v);
+        }
+        true
+    }
+
+    /// SiLU over the same rows, when asked for.
+    ///
+    /// # Safety
+    /// As [`Epi::fill`].
+    pub(super) unsafe fn finish(&self, dst: *mut f32, (rows, cols, stride): (usize, usize, usize)) {
+        if self.silu {
+            for r in 0..rows {
+                // SAFETY: as the caller promises.
+                silu_rows(unsafe { std::slice::from_raw_parts_mut(dst.add(r * stride), cols) });
+            }
+        }
+    }
+}
+
+/// Runs a convolution on `x` `[N, I, H, W]` and `w` followed by `epi`, with the kernels
+/// `forward` and `backward` of geometry `geo`: on plain burn-flex f32 the forward with the
+/// epilogue in the kernel; on `Autodiff<Flex>` f32 their autodiff op (the epilogue applied after
+/// it by burn's ops, so that its tensors have gradients); `generic` (burn's conv with the scale
+/// folded into the weights and the shift as its bias) on every other backend or dtype.
 pub(super) fn conv_dispatch<B: Backend>(
     x: Tensor<B, 4>,
     w: Tensor<B, 4>,
-    bias: Option<Tensor<B, 1>>,
+    epi: Epilogue<B>,
     geo: Geo,
     (forward, backward): (ConvForward, ConvBackward),
     generic: impl FnOnce(Tensor<B, 4>, Tensor<B, 4>, Option<Tensor<B, 1>>) -> Tensor<B, 4>,
 ) -> Tensor<B, 4> {
-    let o = w.dims()[0];
     let (TensorPrimitive::Float(px), TensorPrimitive::Float(pw)) = (x.into_primitive(), w.into_primitive()) else {
         unreachable!("float tensors' primitives are Float unless quantized")
     };
     let (px, pw) = match (cast::<_, FlexTensor>(px), cast::<_, FlexTensor>(pw)) {
         (Ok(x), Ok(w)) if is_f32(&x) && is_f32(&w) => {
-            let b = bias.map(|b| match b.into_primitive() {
-                TensorPrimitive::Float(p) => {
-                    contiguous(&cast::<_, FlexTensor>(p).unwrap_or_else(|_| unreachable!("same backend")))
-                }
-                _ => unreachable!("float"),
-            });
-            let bs = b.as_ref().map(|b| b.as_slice::<f32>().expect("f32 bias of an f32 conv"));
-            return wrap::<B, 4, _>(forward(&x, &w, bs, &geo));
+            let flex = |t: Option<Tensor<B, 1>>| {
+                t.map(|t| match t.into_primitive() {
+                    TensorPrimitive::Float(p) => {
+                        contiguous(&cast::<_, FlexTensor>(p).unwrap_or_else(|_| unreachable!("same backend")))
+                    }
+                    _ => unreachable!("float"),
+                })
+            };
+            let (scale, shift) = (flex(epi.scale), flex(epi.shift));
+            fn slice(t: &FlexTensor) -> &[f32] {
+                t.as_slice::<f32>().expect("f32 epilogue of an f32 conv")
+            }
+            let e = Epi { scale: scale.as_ref().map(slice), shift: shift.as_ref().map(slice), silu: epi.silu };
+            return wrap::<B, 4, _>(forward(&x, &w, &e, &geo));
         }
         (x, w) => (back(x), back(w)),
     };
     let unwrap = |p| Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(p));
-    let y = match (cast::<_, AdFlex>(px), cast::<_, AdFlex>(pw)) {
+    match (cast::<_, AdFlex>(px), cast::<_, AdFlex>(pw)) {
         (Ok(x), Ok(w)) if is_f32(&x.primitive) && is_f32(&w.primitive) => {
-            wrap::<B, 4, _>(conv_autodiff(x, w, geo, forward, backward))
+            epi.apply(wrap::<B, 4, _>(conv_autodiff(x, w, geo, forward, backward)))
         }
-        (x, w) => return generic(unwrap(back(x)), unwrap(back(w)), bias),
-    };
-    match bias {
-        Some(b) => y + b.reshape([1, o, 1, 1]),
-        None => y,
+        (x, w) => epi.generic(unwrap(back(x)), unwrap(back(w)), generic),
     }
 }
 
@@ -92,8 +217,26 @@ impl Geo {
     }
 }
 
-/// A conv kernel's forward: `(x, w, bias, geometry) → y`.
-pub(super) type ConvForward = fn(&FlexTensor, &FlexTensor, Option<&[f32]>, &Geo) -> FlexTensor;
+/// How a conv's forward splits its `n` images' outputs `[O, units]` (units: pixels, or output
+/// rows) among rayon tasks: returns `(units, channels)` per task. Units go in blocks of at most
+/// `max_units`; when that leaves fewer than two tasks per thread (batch 1, small feature maps)
+/// the blocks shrink down to `min_units`, then the output channels are split too (blocks of at
+/// least 16), so that a batch of one keeps every core busy.
+pub(super) fn split(n: usize, o: usize, units: usize, (max_units, min_units): (usize, usize)) -> (usize, usize) {
+    let want = 2 * rayon::current_num_threads();
+    let mut per = max_units.min(units).max(1);
+    let tasks = |per: usize| n * units.div_ceil(per);
+    if want <= 2 || tasks(per) >= want {
+        return (per, o);
+    }
+    per = per.min(units.div_ceil(want.div_ceil(n)).max(min_units)).max(1);
+    let t = tasks(per);
+    let rows = if t >= want { o } else { o.div_ceil(want.div_ceil(t)).next_multiple_of(16).min(o) };
+    (per, rows)
+}
+
+/// A conv kernel's forward: `(x, w, epilogue, geometry) → y`.
+pub(super) type ConvForward = fn(&FlexTensor, &FlexTensor, &Epi, &Geo) -> FlexTensor;
 /// Its backward: `(x, w, dy, geometry, want dx, want dw) → (dx, dw)`.
 pub(super) type ConvBackward =
     fn(&FlexTensor, &FlexTensor, &FlexTensor, &Geo, bool, bool) -> (Option<FlexTensor>, Option<FlexTensor>);
@@ -123,9 +266,9 @@ pub(super) fn conv_autodiff(x: AdFlex, w: AdFlex, geo: Geo, forward: ConvForward
 
     match ConvOp(backward).prepare::<NoCheckpointing>([x.node.clone(), w.node.clone()]).compute_bound().stateful() {
         OpsKind::Tracked(prep) => {
-            let y = forward(&x.primitive, &w.primitive, None, &geo);
+            let y = forward(&x.primitive, &w.primitive, &Epi::default(), &geo);
             prep.finish((x.primitive, w.primitive, geo), y)
         }
-        OpsKind::UnTracked(prep) => prep.finish(forward(&x.primitive, &w.primitive, None, &geo)),
+        OpsKind::UnTracked(prep) => prep.finish(forward(&x.primitive, &w.primitive, &Epi::default(), &geo)),
     }
 }

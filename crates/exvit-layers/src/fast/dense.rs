@@ -16,14 +16,16 @@ use burn::tensor::ops::ConvOptions;
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
+use super::conv::{split, Epi, Epilogue};
 use super::{contiguous, conv_dispatch, matmul, matmul_threads, Geo, Shared};
 
-/// `conv2d(x, w, bias)` with one group, a square kernel, `stride` and `padding` on both axes,
-/// no dilation. Fused on burn-flex f32 (under autodiff too); burn's `conv2d` elsewhere.
+/// `conv2d(x, w)` with one group, a square kernel, `stride` and `padding` on both axes, no
+/// dilation, followed by `epi` (a bias: `bias.into()`). Fused on burn-flex f32 (under autodiff
+/// too); burn's `conv2d` elsewhere.
 pub fn conv2d_dense<B: Backend>(
     x: Tensor<B, 4>,
     w: Tensor<B, 4>,
-    bias: Option<Tensor<B, 1>>,
+    epi: impl Into<Epilogue<B>>,
     stride: usize,
     padding: usize,
 ) -> Tensor<B, 4> {
@@ -31,9 +33,9 @@ pub fn conv2d_dense<B: Backend>(
     let generic = |x, w, bias| conv2d(x, w, bias, ConvOptions::new([stride; 2], [padding; 2], [1, 1], 1));
     let geo = Geo::new(x.dims(), o, kh, stride, padding);
     let Some(geo) = geo.filter(|g| kh == kw && wi == g.i) else {
-        return generic(x, w, bias);
+        return epi.into().generic(x, w, generic);
     };
-    conv_dispatch(x, w, bias, geo, (forward, backward), generic)
+    conv_dispatch(x, w, epi.into(), geo, (forward, backward), generic)
 }
 
 /// `col [I·k·k, (oy1 − oy0)·Wo]` of one image `x [I, H, W]`: the output rows `oy0..oy1`.
@@ -103,34 +105,45 @@ fn per_image_parallel(n: usize) -> bool {
 
 /// Output pixels per forward task (an image's rows are split into tiles of about this many).
 const TILE: usize = 2048;
+/// The fewest output pixels a forward task gets when a small batch is split finer.
+const MIN_PIXELS: usize = 128;
 
-fn forward(x: &FlexTensor, w: &FlexTensor, bias: Option<&[f32]>, g: &Geo) -> FlexTensor {
+/// `Y_b = epi(W · col(X_b))`, in tasks of (image, band of output rows, block of output
+/// channels); each task builds the col of its band (a band split into channel blocks builds it
+/// once per block: cheap beside the gemm, and only at small batches).
+fn forward(x: &FlexTensor, w: &FlexTensor, epi: &Epi, g: &Geo) -> FlexTensor {
     let (xc, wc) = (contiguous(x), contiguous(w));
-    let (xs, ws) = (xc.as_slice::<f32>().expect("f32"), wc.as_slice::<f32>().expect("f32"));
     let (rows, pix, o, plane) = (g.rows(), g.pixels(), g.o, g.i * g.h * g.w);
+    let xs = xc.as_slice::<f32>().expect("f32");
+    let ws = epi.weights(wc.as_slice::<f32>().expect("f32"), rows);
     let mut y = vec![0f32; g.n * o * pix];
     let out = Shared(y.as_mut_ptr());
-    // Tasks: (image, band of output rows), each with its own slice of col.
-    let band = (TILE / g.wo).clamp(1, g.ho);
-    let bands = g.ho.div_ceil(band);
-    (0..g.n * bands).into_par_iter().for_each_init(Vec::new, |col: &mut Vec<f32>, t| {
-        let (b, oy0) = (t / bands, (t % bands) * band);
-        let oy1 = (oy0 + band).min(g.ho);
+    let (band, chans) = split(g.n, o, g.ho, ((TILE / g.wo).max(1), MIN_PIXELS.div_ceil(g.wo)));
+    let (bands, blocks) = (g.ho.div_ceil(band), o.div_ceil(chans));
+    (0..g.n * bands * blocks).into_par_iter().for_each_init(Vec::new, |col: &mut Vec<f32>, t| {
+        let (b, oy0, r0) = (t / (bands * blocks), (t / blocks % bands) * band, (t % blocks) * chans);
+        let (oy1, m) = ((oy0 + band).min(g.ho), chans.min(o - r0));
         let cols = (oy1 - oy0) * g.wo;
         col.resize(rows * cols, 0.0);
         im2col(&xs[b * plane..][..plane], g, (oy0, oy1), col);
-        let dst = out.at(b * o * pix + oy0 * g.wo);
-        if let Some(bs) = bias {
-            for (r, &v) in bs.iter().enumerate() {
-                // SAFETY: these columns of image b's rows of y belong to this task only.
-                unsafe { std::slice::from_raw_parts_mut(dst.add(r * pix), cols) }.fill(v);
-            }
-        }
-        // SAFETY: W [O, rows], col [rows, cols] and the task's [O, cols] block of y (row
-        // stride P) are in bounds.
+        let dst = out.at((b * o + r0) * pix + oy0 * g.wo);
+        // SAFETY: channels r0..r0+m, these columns of image b's rows of y (row stride P) belong
+        // to this task only; W's rows r0.. [m, rows] and col [rows, cols] are in bounds.
         unsafe {
-            matmul((o, cols, rows), dst, (1, pix), bias.is_some(), ws.as_ptr(), (1, rows), col.as_ptr(), (1, cols), 1.0)
-        };
+            let shifted = epi.fill(dst, (m, cols, pix), r0);
+            matmul(
+                (m, cols, rows),
+                dst,
+                (1, pix),
+                shifted,
+                ws[r0 * rows..].as_ptr(),
+                (1, rows),
+                col.as_ptr(),
+                (1, cols),
+                1.0,
+            );
+            epi.finish(dst, (m, cols, pix));
+        }
     });
     FlexTensor::from_data(TensorData::new(y, [g.n, o, g.ho, g.wo]))
 }

@@ -12,14 +12,17 @@ use burn::tensor::ops::ConvOptions;
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
+use super::activation::silu1;
+use super::conv::{Epi, Epilogue};
 use super::{contiguous, conv_dispatch, Geo, Shared};
 
-/// `conv2d(x, w, bias)` with `groups = C`, `w` `[C, 1, k, k]`, `stride` and `padding` on both
-/// axes. Fused on burn-flex f32 (under autodiff too); burn's `conv2d` elsewhere.
+/// `conv2d(x, w)` with `groups = C`, `w` `[C, 1, k, k]`, `stride` and `padding` on both axes,
+/// followed by `epi` (a bias: `bias.into()`). Fused on burn-flex f32 (under autodiff too); burn's
+/// `conv2d` elsewhere.
 pub fn conv2d_depthwise<B: Backend>(
     x: Tensor<B, 4>,
     w: Tensor<B, 4>,
-    bias: Option<Tensor<B, 1>>,
+    epi: impl Into<Epilogue<B>>,
     stride: usize,
     padding: usize,
 ) -> Tensor<B, 4> {
@@ -27,21 +30,46 @@ pub fn conv2d_depthwise<B: Backend>(
     let generic = |x, w, bias| conv2d(x, w, bias, ConvOptions::new([stride; 2], [padding; 2], [1, 1], c));
     let geo = Geo::new(x.dims(), c, kh, stride, padding);
     let Some(geo) = geo.filter(|g| kh == kw && wi == 1 && g.i == c) else {
-        return generic(x, w, bias);
+        return epi.into().generic(x, w, generic);
     };
-    conv_dispatch(x, w, bias, geo, (forward, backward), generic)
+    conv_dispatch(x, w, epi.into(), geo, (forward, backward), generic)
 }
 
 multiversion! {
-    /// `o[j] += a · v[j·s]`.
-    fn axpy_strided(o: &mut [f32], v: &[f32], a: f32, s: usize) {
-        if s == 1 {
-            for (o, &v) in o.iter_mut().zip(v) {
-                *o += a * v;
+    /// One output plane `out [Ho, Wo]` of the input plane `plane [H, W]` and its `k×k` filter
+    /// `wk`: each output row starts at `shift`, takes its taps' row updates while it is in L1,
+    /// then SiLU when `silu`. One compiled body for the whole plane, so that the short rows of
+    /// the small feature maps pay no call per row.
+    fn plane_forward(out: &mut [f32], plane: &[f32], wk: &[f32], shift: f32, silu: bool, g: &Geo) {
+        for (oy, row) in out.chunks_exact_mut(g.wo).enumerate() {
+            row.fill(shift);
+            for ky in 0..g.k {
+                let iy = (oy * g.s + ky) as isize - g.p as isize;
+                if iy < 0 || iy >= g.h as isize {
+                    continue;
+                }
+                let src = &plane[iy as usize * g.w..][..g.w];
+                for kx in 0..g.k {
+                    let (lo, hi) = g.cols(kx);
+                    if lo >= hi {
+                        continue;
+                    }
+                    let (a, ix0) = (wk[ky * g.k + kx], lo * g.s + kx - g.p);
+                    if g.s == 1 {
+                        for (o, &v) in row[lo..hi].iter_mut().zip(&src[ix0..]) {
+                            *o += a * v;
+                        }
+                    } else {
+                        for (j, o) in row[lo..hi].iter_mut().enumerate() {
+                            *o += a * src[ix0 + j * g.s];
+                        }
+                    }
+                }
             }
-        } else {
-            for (j, o) in o.iter_mut().enumerate() {
-                *o += a * v[j * s];
+            if silu {
+                for v in row.iter_mut() {
+                    *v = silu1(*v);
+                }
             }
         }
     }
@@ -110,22 +138,23 @@ fn taps(g: &Geo, mut f: impl FnMut(usize, usize, usize, usize, usize, usize, usi
     }
 }
 
-fn forward(x: &FlexTensor, w: &FlexTensor, bias: Option<&[f32]>, g: &Geo) -> FlexTensor {
+fn forward(x: &FlexTensor, w: &FlexTensor, epi: &Epi, g: &Geo) -> FlexTensor {
     let (xc, wc) = (contiguous(x), contiguous(w));
-    let (xs, ws) = (xc.as_slice::<f32>().expect("f32"), wc.as_slice::<f32>().expect("f32"));
-    let (c, k, hw, pix) = (g.i, g.k, g.h * g.w, g.pixels());
+    let (c, kk, hw, pix) = (g.i, g.k * g.k, g.h * g.w, g.pixels());
+    let xs = xc.as_slice::<f32>().expect("f32");
+    let ws = epi.weights(wc.as_slice::<f32>().expect("f32"), kk);
     let mut y = vec![0f32; g.n * c * pix];
-    y.par_chunks_mut(pix).enumerate().for_each(|(t, out)| {
+    // Small planes (8x8 at 256) go several to a task.
+    y.par_chunks_mut(pix).with_min_len(PIXELS_PER_TASK.div_ceil(pix)).enumerate().for_each(|(t, out)| {
         let ch = t % c;
-        let plane = &xs[t * hw..(t + 1) * hw];
-        out.fill(bias.map_or(0.0, |b| b[ch]));
-        taps(g, |ky, kx, oy, iy, lo, hi, ix0| {
-            let wv = ws[(ch * k + ky) * k + kx];
-            axpy_strided(&mut out[oy * g.wo + lo..oy * g.wo + hi], &plane[iy * g.w + ix0..], wv, g.s);
-        });
+        let shift = epi.shift.map_or(0.0, |b| b[ch]);
+        plane_forward(out, &xs[t * hw..(t + 1) * hw], &ws[ch * kk..(ch + 1) * kk], shift, epi.silu, g);
     });
     FlexTensor::from_data(TensorData::new(y, [g.n, c, g.ho, g.wo]))
 }
+
+/// The fewest output pixels per forward task.
+const PIXELS_PER_TASK: usize = 1024;
 
 /// The gradients of `x` (when `want_x`) and of `w` (when `want_w`): one task per channel, over
 /// all images.

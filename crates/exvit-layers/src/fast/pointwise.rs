@@ -17,55 +17,57 @@ use burn::tensor::ops::ConvOptions;
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
+use super::conv::{split, Epi, Epilogue};
 use super::{contiguous, conv_dispatch, matmul, Geo, Shared};
 
 /// Columns (pixels) per rayon task of the forward and the input gradient.
 const COLS: usize = 2048;
+/// The fewest columns a forward task gets when a small batch is split finer (see [`split`]).
+const MIN_COLS: usize = 256;
 
-/// `conv2d(x, w, bias)` for a 1x1 kernel, stride 1, no padding, one group: `x` `[N, I, H, W]`,
-/// `w` `[O, I, 1, 1]`. Fused on burn-flex f32 (under autodiff too); burn's `conv2d` elsewhere.
-pub fn conv1x1<B: Backend>(x: Tensor<B, 4>, w: Tensor<B, 4>, bias: Option<Tensor<B, 1>>) -> Tensor<B, 4> {
+/// `conv2d(x, w)` for a 1x1 kernel, stride 1, no padding, one group, followed by `epi` (a bias:
+/// `bias.into()`): `x` `[N, I, H, W]`, `w` `[O, I, 1, 1]`. Fused on burn-flex f32 (under autodiff
+/// too); burn's `conv2d` elsewhere.
+pub fn conv1x1<B: Backend>(x: Tensor<B, 4>, w: Tensor<B, 4>, epi: impl Into<Epilogue<B>>) -> Tensor<B, 4> {
     let [o, wi, kh, kw] = w.dims();
     let generic = |x, w, bias| conv2d(x, w, bias, ConvOptions::new([1, 1], [0, 0], [1, 1], 1));
     let Some(geo) = Geo::new(x.dims(), o, 1, 1, 0).filter(|g| wi == g.i && kh == 1 && kw == 1) else {
-        return generic(x, w, bias);
+        return epi.into().generic(x, w, generic);
     };
-    conv_dispatch(x, w, bias, geo, (forward, backward), generic)
+    conv_dispatch(x, w, epi.into(), geo, (forward, backward), generic)
 }
 
-/// `Y = W · X (+ bias)` per image.
-fn forward(x: &FlexTensor, w: &FlexTensor, bias: Option<&[f32]>, g: &Geo) -> FlexTensor {
+/// `Y = epi(W · X)` per image, in tasks of (image, column tile, block of output channels).
+fn forward(x: &FlexTensor, w: &FlexTensor, epi: &Epi, g: &Geo) -> FlexTensor {
     let (n, i, o, hw) = (g.n, g.i, g.o, g.pixels());
     let (xc, wc) = (contiguous(x), contiguous(w));
-    let (xs, ws) = (xc.as_slice::<f32>().expect("f32"), wc.as_slice::<f32>().expect("f32"));
+    let xs = xc.as_slice::<f32>().expect("f32");
+    let ws = epi.weights(wc.as_slice::<f32>().expect("f32"), i);
     let mut y = vec![0f32; n * o * hw];
     let out = Shared(y.as_mut_ptr());
-    let tiles = hw.div_ceil(COLS);
-    (0..n * tiles).into_par_iter().for_each(|t| {
-        let (b, c0) = (t / tiles, (t % tiles) * COLS);
-        let cols = COLS.min(hw - c0);
-        let dst = out.at(b * o * hw + c0);
-        if let Some(bs) = bias {
-            for (r, &v) in bs.iter().enumerate() {
-                // SAFETY: row r, columns c0..c0+cols of image b: this task's own elements.
-                unsafe { std::slice::from_raw_parts_mut(dst.add(r * hw), cols) }.fill(v);
-            }
-        }
-        // SAFETY: X_b's columns c0.. (row stride HW) and W (row stride I) are in bounds; the
-        // task writes its own [O, cols] block of Y_b.
+    let (cols, rows) = split(n, o, hw, (COLS, MIN_COLS));
+    let (tiles, blocks) = (hw.div_ceil(cols), o.div_ceil(rows));
+    (0..n * tiles * blocks).into_par_iter().for_each(|t| {
+        let (b, c0, r0) = (t / (tiles * blocks), (t / blocks % tiles) * cols, (t % blocks) * rows);
+        let (cols, rows) = (cols.min(hw - c0), rows.min(o - r0));
+        let dst = out.at((b * o + r0) * hw + c0);
+        // SAFETY: rows r0.., columns c0..c0+cols of image b: this task's own block of Y; X_b's
+        // columns c0.. (row stride HW) and W's rows r0.. (row stride I) are in bounds.
         unsafe {
+            let shifted = epi.fill(dst, (rows, cols, hw), r0);
             matmul(
-                (o, cols, i),
+                (rows, cols, i),
                 dst,
                 (1, hw),
-                bias.is_some(),
-                ws.as_ptr(),
+                shifted,
+                ws[r0 * i..].as_ptr(),
                 (1, i),
                 xs[b * i * hw + c0..].as_ptr(),
                 (1, hw),
                 1.0,
-            )
-        };
+            );
+            epi.finish(dst, (rows, cols, hw));
+        }
     });
     FlexTensor::from_data(TensorData::new(y, [n, o, g.h, g.w]))
 }

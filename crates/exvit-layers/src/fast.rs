@@ -27,11 +27,13 @@ mod conv;
 mod dense;
 mod depthwise;
 mod gemm;
+mod patches;
 mod pointwise;
 pub use attention::{attention, attention_generic};
 pub use batch_norm::{batch_norm_train, BatchNormInputs, BatchNormOutput};
 pub use dense::conv2d_dense;
 pub use depthwise::conv2d_depthwise;
+pub use patches::{fold_patches, unfold_patches};
 pub use pointwise::conv1x1;
 
 pub use activation::{exp_nonpositive, silu, silu_backward, silu_forward};

@@ -228,13 +228,11 @@ type Grid = (usize, usize);
 /// `[B, C, H, W]` → `[B·P, N, C]`, `P = p²` positions within a patch, `N = n_h·n_w` patches.
 /// Resizes to multiples of `p` first where needed.
 pub fn unfold<B: Backend>(x: Tensor<B, 4>, p: usize) -> (Tensor<B, 3>, Grid) {
-    let [b, c, h, w] = x.dims();
+    let [_, _, h, w] = x.dims();
     let (new_h, new_w) = (h.div_ceil(p) * p, w.div_ceil(p) * p);
     let x = if (new_h, new_w) != (h, w) { resize_bilinear(x, [new_h, new_w]) } else { x };
-    let (nh, nw) = (new_h / p, new_w / p);
     // [B, C, nh, ph, nw, pw] -> [B, ph, pw, nh, nw, C]
-    let t = x.reshape([b, c, nh, p, nw, p]).permute([0, 3, 5, 2, 4, 1]).reshape([b * p * p, nh * nw, c]);
-    (t, (nh, nw))
+    (crate::fast::unfold_patches(x, p), (new_h / p, new_w / p))
 }
 
 /// The inverse of [`unfold`]: `[B·P, N, C]` → `[B, C, H, W]`, resized back to `size`.
@@ -246,8 +244,9 @@ pub fn fold<B: Backend>(
     p: usize,
     size: [usize; 2],
 ) -> Tensor<B, 4> {
+    assert_eq!(t.dims()[2], c, "fold: tokens of {} channels, expected {c}", t.dims()[2]);
     // [B, ph, pw, nh, nw, C] -> [B, C, nh, ph, nw, pw]
-    let x = t.reshape([b, p, p, nh, nw, c]).permute([0, 5, 3, 1, 4, 2]).reshape([b, c, nh * p, nw * p]);
+    let x = crate::fast::fold_patches(t, b, (nh, nw), p);
     if [nh * p, nw * p] != size {
         resize_bilinear(x, size)
     } else {

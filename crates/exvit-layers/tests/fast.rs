@@ -595,3 +595,33 @@ fn convolution_gradients_are_reproducible_bit_for_bit() {
         }
     });
 }
+
+/// MobileViT's unfold and fold equal the reshape/permute path they replace, on the plain backend
+/// and under autodiff, and their gradients are each other (exactly: both are permutations).
+#[test]
+fn unfold_and_fold_equal_reshape_and_permute() {
+    use exvit_layers::fast::{fold_patches, unfold_patches};
+    for (t, (shape, p)) in
+        [([2, 5, 4, 6], 2), ([1, 3, 6, 9], 3), ([1, 16, 32, 32], 2), ([3, 1, 2, 2], 1)].into_iter().enumerate()
+    {
+        let [b, c, h, w] = shape;
+        let (nh, nw) = (h / p, w / p);
+        let x = input(shape, 1.0, 1200 + t as u64);
+        let want = x.clone().reshape([b, c, nh, p, nw, p]).permute([0, 3, 5, 2, 4, 1]).reshape([b * p * p, nh * nw, c]);
+        let tokens = unfold_patches(x.clone(), p);
+        assert_eq!(values(tokens.clone()), values(want), "unfold {shape:?} p{p}");
+        assert_eq!(values(fold_patches(tokens.clone(), b, (nh, nw), p)), values(x.clone()), "fold {shape:?} p{p}");
+        // Under autodiff: the gradient of Σ unfold(x)·r is fold(r), and of Σ fold(t)·q is unfold(q).
+        let r = input([1, b * p * p, nh * nw, c], 1.0, 1300 + t as u64).reshape([b * p * p, nh * nw, c]);
+        let xa = Tensor::<AD, 4>::from_inner(x.clone()).require_grad();
+        let g = (unfold_patches(xa.clone(), p) * Tensor::from_inner(r.clone())).sum().backward();
+        assert_eq!(
+            values(xa.grad(&g).unwrap()),
+            values(fold_patches(r.clone(), b, (nh, nw), p)),
+            "unfold gradient {shape:?}"
+        );
+        let ta = Tensor::<AD, 3>::from_inner(tokens).require_grad();
+        let g = (fold_patches(ta.clone(), b, (nh, nw), p) * Tensor::from_inner(x.clone())).sum().backward();
+        assert_eq!(values(ta.grad(&g).unwrap()), values(unfold_patches(x, p)), "fold gradient {shape:?}");
+    }
+}

@@ -29,12 +29,14 @@ mod depthwise;
 mod gemm;
 mod patches;
 mod pointwise;
+mod pool;
 pub use attention::{attention, attention_generic};
 pub use batch_norm::{batch_norm_train, BatchNormInputs, BatchNormOutput};
 pub use dense::conv2d_dense;
 pub use depthwise::conv2d_depthwise;
 pub use patches::{fold_patches, unfold_patches};
 pub use pointwise::conv1x1;
+pub use pool::on_pool;
 
 pub use activation::{exp_nonpositive, silu, silu_backward, silu_forward};
 pub use conv::Epilogue;

@@ -188,7 +188,8 @@ pub fn extract<B: Backend>(
         if b > 0 {
             let s = batch.size;
             let x = Tensor::<B, 4>::from_data(TensorData::new(batch.images, [b, 3, s, s]), device);
-            let outs = model.forward_taps(x, &names, &cfg.model)?;
+            // On rayon's pool, so that the fused kernels' small ops run inline.
+            let outs = exvit_layers::fast::on_pool(|| model.forward_taps(x, &names, &cfg.model))?;
             for ((tap, out), dst) in manifest.taps.iter().zip(outs).zip(rows.features.iter_mut()) {
                 let pooled = tap.spec.pooling.apply(&tap.spec.tap, out)?;
                 let v = pooled.into_data().convert::<f32>();

@@ -21,9 +21,10 @@ use crate::ema::Ema;
 use crate::metrics::label_ranks;
 use crate::precision::{compute_input, compute_view, loss_input, Precision};
 use crate::schedule::CosineWarmup;
+use exvit_layers::fast::on_pool;
 
-/// A model that maps images to class scores.
-pub trait Classifier<B: Backend>: Module<B> {
+/// A model that maps images to class scores (`Sync`: its forward runs on rayon's pool).
+pub trait Classifier<B: Backend>: Module<B> + Sync {
     /// `[n, 3, h, w]` images to `[n, classes]` logits.
     fn logits(&self, images: Tensor<B, 4>) -> Tensor<B, 2>;
 }
@@ -163,6 +164,9 @@ where
         for (x, y) in micro {
             let n = x.dims()[0];
             let share = n as f64 / total as f64;
+            // Not on `fast::on_pool`: with autodiff running on another thread too, a pool thread
+            // waiting inside one backward (which holds burn's graph lock) may steal this whole
+            // pass, which then waits on that lock beneath it on the same stack.
             let logits = loss_input(view.logits(compute_input(x.clone(), precision)));
             let loss = loss_fn.forward(logits, y.clone());
             loss_sum += loss.clone().into_scalar().elem::<f64>() * share;
@@ -241,7 +245,7 @@ pub fn evaluate_ranked<B: Backend, M: Classifier<B>>(
     let mut ranks = Vec::new();
     for (x, labels) in batches {
         let device = x.device();
-        let logits = model.logits(x);
+        let logits = on_pool(|| model.logits(x));
         let y = Tensor::<B, 1, Int>::from_data(
             TensorData::new(labels.iter().map(|&l| l as i64).collect(), [labels.len()]),
             &device,

@@ -8,6 +8,7 @@ use burn::backend::Autodiff;
 use burn::prelude::*;
 use burn::tensor::{Distribution, TensorData};
 use clap::{Args, ValueEnum};
+use exvit_layers::fast::on_pool;
 use exvit_train::precision::{compute_input, compute_view};
 use exvit_train::{adamw_pytorch, smoothed_cross_entropy, train_step, Precision};
 use exvit_zoo::create_model;
@@ -86,7 +87,7 @@ fn bench_forward<B: Backend>(a: &BenchArgs, dev: &B::Device) -> Result<f64> {
     let model = compute_view(&create_model::<B>(&a.model, 1000, dev)?, a.precision);
     let x = compute_input(Tensor::<B, 4>::random(shape, Distribution::Default, dev), a.precision);
     Ok(time(a.warmup, a.iters, || {
-        let _: TensorData = model.forward(x.clone()).into_data();
+        let _: TensorData = on_pool(|| model.forward(x.clone())).into_data();
     }))
 }
 

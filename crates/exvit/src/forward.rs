@@ -136,11 +136,13 @@ fn run_on<B: Backend>(mut args: ForwardArgs, dev: B::Device) -> Result<()> {
 
     let t0 = Instant::now();
     let input = Tensor::<B, 4>::from_data(data, &dev);
-    let outs = if args.dtype == "f16" {
-        cast_outside_norms(&model, FloatDType::F16).forward_all(input.cast(FloatDType::F16))
-    } else {
-        model.forward_all(input)
-    };
+    let outs = exvit_layers::fast::on_pool(|| {
+        if args.dtype == "f16" {
+            cast_outside_norms(&model, FloatDType::F16).forward_all(input.cast(FloatDType::F16))
+        } else {
+            model.forward_all(input)
+        }
+    });
     let logits = outs.logits.clone().cast(FloatDType::F32);
     let probs = softmax(logits.clone(), 1);
     let logits_shape = logits.dims();

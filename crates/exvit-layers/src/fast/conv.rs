@@ -103,22 +103,30 @@ impl Epi<'_> {
     pub(super) fn weights<'w>(&self, w: &'w [f32], rows: usize) -> std::borrow::Cow<'w, [f32]> {
         match self.scale {
             None => w.into(),
-            Some(s) => w.chunks_exact(rows).zip(s).flat_map(|(row, &f)| row.iter().map(move |v| v * f)).collect(),
+            Some(s) => {
+                let mut out = w.to_vec();
+                for (row, &f) in out.chunks_exact_mut(rows).zip(s) {
+                    row.iter_mut().for_each(|v| *v *= f);
+                }
+                out.into()
+            }
         }
     }
 
-    /// Fills `rows` rows of `cols` elements (row stride `stride`) at `dst` with the shift;
-    /// whether it did (the gemm then accumulates).
+    /// Writes the shift (or zeros) into `rows` rows of `cols` elements (row stride `stride`) at
+    /// `dst`, the rows of the output channels `r0..`: every element of the block is written,
+    /// and the gemm then accumulates onto it.
     ///
     /// # Safety
-    /// The rows must be valid and this caller's own.
-    pub(super) unsafe fn fill(&self, dst: *mut f32, (rows, cols, stride): (usize, usize, usize), r0: usize) -> bool {
-        let Some(b) = self.shift else { return false };
-        for (r, &v) in b[r0..r0 + rows].iter().enumerate() {
-            // SAFETY: as the caller promises.
-            unsafe { std::slice::from_raw_parts_mut(dst.add(r * stride), cols) }.fill(v);
+    /// The rows must be valid for writes and this caller's own.
+    pub(super) unsafe fn fill(&self, dst: *mut f32, (rows, cols, stride): (usize, usize, usize), r0: usize) {
+        for r in 0..rows {
+            let v = self.shift.map_or(0.0, |b| b[r0 + r]);
+            for j in 0..cols {
+                // SAFETY: as the caller promises (the elements may be uninitialised: written, not read).
+                unsafe { dst.add(r * stride + j).write(v) };
+            }
         }
-        true
     }
 
     /// SiLU over the same rows, when asked for.

@@ -17,6 +17,7 @@ use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
 use super::conv::{split, Epi, Epilogue};
+use super::gemm::Output;
 use super::{contiguous, conv_dispatch, matmul, matmul_threads, Geo, Shared};
 
 /// `conv2d(x, w)` with one group, a square kernel, `stride` and `padding` on both axes, no
@@ -116,8 +117,8 @@ fn forward(x: &FlexTensor, w: &FlexTensor, epi: &Epi, g: &Geo) -> FlexTensor {
     let (rows, pix, o, plane) = (g.rows(), g.pixels(), g.o, g.i * g.h * g.w);
     let xs = xc.as_slice::<f32>().expect("f32");
     let ws = epi.weights(wc.as_slice::<f32>().expect("f32"), rows);
-    let mut y = vec![0f32; g.n * o * pix];
-    let out = Shared(y.as_mut_ptr());
+    let mut y = Output::new(g.n * o * pix);
+    let out = y.shared();
     let (band, chans) = split(g.n, o, g.ho, ((TILE / g.wo).max(1), MIN_PIXELS.div_ceil(g.wo)));
     let (bands, blocks) = (g.ho.div_ceil(band), o.div_ceil(chans));
     (0..g.n * bands * blocks).into_par_iter().for_each_init(Vec::new, |col: &mut Vec<f32>, t| {
@@ -130,12 +131,12 @@ fn forward(x: &FlexTensor, w: &FlexTensor, epi: &Epi, g: &Geo) -> FlexTensor {
         // SAFETY: channels r0..r0+m, these columns of image b's rows of y (row stride P) belong
         // to this task only; W's rows r0.. [m, rows] and col [rows, cols] are in bounds.
         unsafe {
-            let shifted = epi.fill(dst, (m, cols, pix), r0);
+            epi.fill(dst, (m, cols, pix), r0);
             matmul(
                 (m, cols, rows),
                 dst,
                 (1, pix),
-                shifted,
+                true,
                 ws[r0 * rows..].as_ptr(),
                 (1, rows),
                 col.as_ptr(),
@@ -145,6 +146,8 @@ fn forward(x: &FlexTensor, w: &FlexTensor, epi: &Epi, g: &Geo) -> FlexTensor {
             epi.finish(dst, (m, cols, pix));
         }
     });
+    // SAFETY: the tasks' blocks cover y, and each wrote all of its block (`Epi::fill`).
+    let y = unsafe { y.assume_init() };
     FlexTensor::from_data(TensorData::new(y, [g.n, o, g.ho, g.wo]))
 }
 

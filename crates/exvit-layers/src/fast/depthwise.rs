@@ -14,7 +14,9 @@ use rayon::prelude::*;
 
 use super::activation::silu1;
 use super::conv::{Epi, Epilogue};
+use super::gemm::{init, Output};
 use super::{contiguous, conv_dispatch, Geo, Shared};
+use std::mem::MaybeUninit;
 
 /// `conv2d(x, w)` with `groups = C`, `w` `[C, 1, k, k]`, `stride` and `padding` on both axes,
 /// followed by `epi` (a bias: `bias.into()`). Fused on burn-flex f32 (under autodiff too); burn's
@@ -36,33 +38,41 @@ pub fn conv2d_depthwise<B: Backend>(
 }
 
 multiversion! {
-    /// One output plane `out [Ho, Wo]` of the input plane `plane [H, W]` and its `k×k` filter
-    /// `wk`: each output row starts at `shift`, takes its taps' row updates while it is in L1,
-    /// then SiLU when `silu`. One compiled body for the whole plane, so that the short rows of
-    /// the small feature maps pay no call per row.
-    fn plane_forward(out: &mut [f32], plane: &[f32], wk: &[f32], shift: f32, silu: bool, g: &Geo) {
+    /// One output plane `out [Ho, Wo]`, already filled with the shift, of the input plane
+    /// `plane [H, W]` and its `k×k` filter `wk`: each output row takes its taps' row updates
+    /// while it is in L1, then SiLU when `silu`. One compiled body for the whole plane, so that
+    /// the short rows of the small feature maps pay no call per row.
+    fn plane_forward(out: &mut [f32], plane: &[f32], wk: &[f32], silu: bool, g: &Geo) {
+        // At stride s > 1 an input row is first split into its s phases (columns r, r + s,
+        // r + 2s, …, each contiguous), so that every tap's row update reads contiguous memory
+        // and vectorises; the strided reads it replaces ran one element at a time.
+        let m = g.w.div_ceil(g.s);
+        let mut phases = vec![0f32; if g.s > 1 { g.s * m } else { 0 }];
         for (oy, row) in out.chunks_exact_mut(g.wo).enumerate() {
-            row.fill(shift);
             for ky in 0..g.k {
                 let iy = (oy * g.s + ky) as isize - g.p as isize;
                 if iy < 0 || iy >= g.h as isize {
                     continue;
                 }
-                let src = &plane[iy as usize * g.w..][..g.w];
+                let mut src = &plane[iy as usize * g.w..][..g.w];
+                if g.s > 1 {
+                    for r in 0..g.s.min(g.w) {
+                        for (d, &v) in phases[r * m..(r + 1) * m].iter_mut().zip(src[r..].iter().step_by(g.s)) {
+                            *d = v;
+                        }
+                    }
+                    src = &phases;
+                }
                 for kx in 0..g.k {
                     let (lo, hi) = g.cols(kx);
                     if lo >= hi {
                         continue;
                     }
                     let (a, ix0) = (wk[ky * g.k + kx], lo * g.s + kx - g.p);
-                    if g.s == 1 {
-                        for (o, &v) in row[lo..hi].iter_mut().zip(&src[ix0..]) {
-                            *o += a * v;
-                        }
-                    } else {
-                        for (j, o) in row[lo..hi].iter_mut().enumerate() {
-                            *o += a * src[ix0 + j * g.s];
-                        }
+                    // Input columns ix0, ix0 + s, …: phase ix0 % s from its element ix0 / s.
+                    let start = if g.s > 1 { ix0 % g.s * m + ix0 / g.s } else { ix0 };
+                    for (o, &v) in row[lo..hi].iter_mut().zip(&src[start..]) {
+                        *o += a * v;
                     }
                 }
             }
@@ -143,13 +153,17 @@ fn forward(x: &FlexTensor, w: &FlexTensor, epi: &Epi, g: &Geo) -> FlexTensor {
     let (c, kk, hw, pix) = (g.i, g.k * g.k, g.h * g.w, g.pixels());
     let xs = xc.as_slice::<f32>().expect("f32");
     let ws = epi.weights(wc.as_slice::<f32>().expect("f32"), kk);
-    let mut y = vec![0f32; g.n * c * pix];
+    let mut y = Output::new(g.n * c * pix);
     // Small planes (8x8 at 256) go several to a task.
-    y.par_chunks_mut(pix).with_min_len(PIXELS_PER_TASK.div_ceil(pix)).enumerate().for_each(|(t, out)| {
+    y.chunks(pix).with_min_len(PIXELS_PER_TASK.div_ceil(pix)).enumerate().for_each(|(t, out)| {
         let ch = t % c;
-        let shift = epi.shift.map_or(0.0, |b| b[ch]);
-        plane_forward(out, &xs[t * hw..(t + 1) * hw], &ws[ch * kk..(ch + 1) * kk], shift, epi.silu, g);
+        out.fill(MaybeUninit::new(epi.shift.map_or(0.0, |b| b[ch])));
+        // SAFETY: just filled.
+        let out = unsafe { init(out) };
+        plane_forward(out, &xs[t * hw..(t + 1) * hw], &ws[ch * kk..(ch + 1) * kk], epi.silu, g);
     });
+    // SAFETY: the chunks cover y, each filled above.
+    let y = unsafe { y.assume_init() };
     FlexTensor::from_data(TensorData::new(y, [g.n, c, g.ho, g.wo]))
 }
 

@@ -19,7 +19,10 @@ use burn::tensor::TensorPrimitive;
 use burn_flex::{Flex, FlexTensor};
 use rayon::prelude::*;
 
-use super::{back, cast, contiguous, is_f32, wrap, AdFlex, Shared};
+use std::mem::MaybeUninit;
+
+use super::gemm::Output;
+use super::{back, cast, contiguous, is_f32, wrap, AdFlex};
 
 /// The geometry: `b` images of `c` channels, `nh × nw` patches of `p × p` pixels.
 #[derive(Debug, Clone, Copy)]
@@ -125,19 +128,21 @@ fn unfold(x: &FlexTensor, g: &Patches) -> FlexTensor {
     let xc = contiguous(x);
     let xs = xc.as_slice::<f32>().expect("f32");
     let (c, n, plane, pp) = (g.c, g.tokens(), g.nh * g.nw * g.p * g.p, g.p * g.p);
-    let mut y = vec![0f32; g.b * pp * n * c];
-    y.par_chunks_mut(n * c).enumerate().for_each(|(s, seq)| {
+    let mut y = Output::new(g.b * pp * n * c);
+    y.chunks(n * c).enumerate().for_each(|(s, seq)| {
         let (b, ph, pw) = (s / pp, s % pp / g.p, s % g.p);
         for ch in 0..c {
             let src = &xs[(b * c + ch) * plane..][..plane];
             for i in 0..g.nh {
                 let row = &src[g.pixel(i * g.nw, ph, pw)..];
                 for j in 0..g.nw {
-                    seq[(i * g.nw + j) * c + ch] = row[j * g.p];
+                    seq[(i * g.nw + j) * c + ch] = MaybeUninit::new(row[j * g.p]);
                 }
             }
         }
     });
+    // SAFETY: each sequence's tokens x channels were all written above.
+    let y = unsafe { y.assume_init() };
     FlexTensor::from_data(TensorData::new(y, g.seqs()))
 }
 
@@ -146,22 +151,24 @@ fn fold(t: &FlexTensor, g: &Patches) -> FlexTensor {
     let tc = contiguous(t);
     let ts = tc.as_slice::<f32>().expect("f32");
     let (c, n, plane, pp) = (g.c, g.tokens(), g.nh * g.nw * g.p * g.p, g.p * g.p);
-    let mut y = vec![0f32; g.b * c * plane];
-    let out = Shared(y.as_mut_ptr());
+    let mut y = Output::new(g.b * c * plane);
+    let out = y.shared();
     (0..g.b * c).into_par_iter().for_each(|bc| {
         let (b, ch) = (bc / c, bc % c);
         // SAFETY: plane (b, ch) of y is written by this task only.
-        let dst = unsafe { std::slice::from_raw_parts_mut(out.at(bc * plane), plane) };
+        let dst = unsafe { std::slice::from_raw_parts_mut(out.at(bc * plane).cast::<MaybeUninit<f32>>(), plane) };
         for q in 0..pp {
             let seq = &ts[(b * pp + q) * n * c..][..n * c];
             let (ph, pw) = (q / g.p, q % g.p);
             for i in 0..g.nh {
                 let row = &mut dst[g.pixel(i * g.nw, ph, pw)..];
                 for j in 0..g.nw {
-                    row[j * g.p] = seq[(i * g.nw + j) * c + ch];
+                    row[j * g.p] = MaybeUninit::new(seq[(i * g.nw + j) * c + ch]);
                 }
             }
         }
     });
+    // SAFETY: the p² positions of every patch cover each plane.
+    let y = unsafe { y.assume_init() };
     FlexTensor::from_data(TensorData::new(y, g.map()))
 }

@@ -18,6 +18,7 @@ use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
 use super::conv::{split, Epi, Epilogue};
+use super::gemm::Output;
 use super::{contiguous, conv_dispatch, matmul, Geo, Shared};
 
 /// Columns (pixels) per rayon task of the forward and the input gradient.
@@ -43,8 +44,8 @@ fn forward(x: &FlexTensor, w: &FlexTensor, epi: &Epi, g: &Geo) -> FlexTensor {
     let (xc, wc) = (contiguous(x), contiguous(w));
     let xs = xc.as_slice::<f32>().expect("f32");
     let ws = epi.weights(wc.as_slice::<f32>().expect("f32"), i);
-    let mut y = vec![0f32; n * o * hw];
-    let out = Shared(y.as_mut_ptr());
+    let mut y = Output::new(n * o * hw);
+    let out = y.shared();
     let (cols, rows) = split(n, o, hw, (COLS, MIN_COLS));
     let (tiles, blocks) = (hw.div_ceil(cols), o.div_ceil(rows));
     (0..n * tiles * blocks).into_par_iter().for_each(|t| {
@@ -54,12 +55,12 @@ fn forward(x: &FlexTensor, w: &FlexTensor, epi: &Epi, g: &Geo) -> FlexTensor {
         // SAFETY: rows r0.., columns c0..c0+cols of image b: this task's own block of Y; X_b's
         // columns c0.. (row stride HW) and W's rows r0.. (row stride I) are in bounds.
         unsafe {
-            let shifted = epi.fill(dst, (rows, cols, hw), r0);
+            epi.fill(dst, (rows, cols, hw), r0);
             matmul(
                 (rows, cols, i),
                 dst,
                 (1, hw),
-                shifted,
+                true,
                 ws[r0 * i..].as_ptr(),
                 (1, i),
                 xs[b * i * hw + c0..].as_ptr(),
@@ -69,6 +70,8 @@ fn forward(x: &FlexTensor, w: &FlexTensor, epi: &Epi, g: &Geo) -> FlexTensor {
             epi.finish(dst, (rows, cols, hw));
         }
     });
+    // SAFETY: the tasks' blocks cover Y, and each wrote all of its block (`Epi::fill`).
+    let y = unsafe { y.assume_init() };
     FlexTensor::from_data(TensorData::new(y, [n, o, g.h, g.w]))
 }
 

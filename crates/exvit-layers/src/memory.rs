@@ -14,11 +14,13 @@
 //! training or evaluation process wants. It is the allocator-level form of buffer reuse across
 //! iterations: PyTorch's caching allocators do the same on the GPU.
 //!
-//! One exception remains: a thread other than the main one allocates from its own arena, whose
-//! heaps are at most 64 MiB, and glibc maps a larger request directly whatever the settings.
-//! burn-flex allocates its outputs on the calling thread (rayon workers write into slices), so
-//! in exvit that is the main thread. (Restricting glibc to one arena made no measurable
-//! difference to the forward pass.)
+//! It also restricts glibc to one arena. A thread other than the main one otherwise allocates
+//! from its own arena, whose heaps are at most 64 MiB, and glibc maps a larger request directly
+//! whatever the settings above. exvit's inference runs on rayon's pool (`fast::on_pool`), so its
+//! outputs are allocated on pool threads: mobilevit_s's forward at batch 16 faulted ~150,000
+//! pages per pass (~590 MB mapped and unmapped) and ran 0.79 s, against 0.70 s with one arena
+//! (2026-12-07, `/usr/bin/time` around `exvit bench`; docs/performance.md). The one lock is not
+//! contended: the kernels allocate a few large buffers per op.
 //!
 //! Call it once at the start of `main`, before other threads allocate. It is a no-op returning
 //! `false` where the C library is not glibc.
@@ -38,7 +40,10 @@ mod imp {
             let no_mmap = libc::mallopt(libc::M_MMAP_MAX, 0) == 1;
             // Free space at the top of the heap is never trimmed (mallopt takes an int).
             let no_trim = libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX) == 1;
-            no_mmap && no_trim
+            // Every thread allocates from the main arena, whose heap the two settings above
+            // govern (a thread's own arena maps requests above 64 MiB directly).
+            let one_arena = libc::mallopt(libc::M_ARENA_MAX, 1) == 1;
+            no_mmap && no_trim && one_arena
         }
     }
 }

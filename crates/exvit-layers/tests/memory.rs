@@ -9,6 +9,9 @@ const MIB: usize = 1 << 20;
 /// Above glibc's largest mmap threshold (32 MiB), below the 64 MiB heap of a thread's arena
 /// (libtest runs each test on its own thread).
 const SIZE: usize = 48 * MIB;
+/// Above the 64 MiB heap of a thread's own arena, which glibc maps directly whatever the
+/// settings: allocated on a thread started after the settings, it must come from the main arena.
+const THREAD_SIZE: usize = 96 * MIB;
 const CHILD: &str = "EXVIT_MEMORY_TEST_CHILD";
 
 /// Minor page faults of this process so far.
@@ -28,17 +31,26 @@ fn minor_faults() -> i64 {
 #[test]
 fn child_measure() {
     let Ok(mode) = std::env::var(CHILD) else { return };
-    if mode == "tuned" {
+    if mode.starts_with("tuned") {
         assert!(exvit_layers::memory::retain_freed_memory(), "mallopt refused the settings");
     }
     let touch = |n: usize| {
         let v = vec![1u8; n];
         std::hint::black_box(&v);
     };
-    touch(SIZE);
-    let before = minor_faults();
-    touch(SIZE);
-    println!("FAULTS {}", minor_faults() - before);
+    let measure = move |n: usize| {
+        touch(n);
+        let before = minor_faults();
+        touch(n);
+        minor_faults() - before
+    };
+    let faults = if mode.ends_with("thread") {
+        // A fresh thread, as rayon's workers are.
+        std::thread::spawn(move || measure(THREAD_SIZE)).join().expect("measuring thread")
+    } else {
+        measure(SIZE)
+    };
+    println!("FAULTS {faults}");
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -72,4 +84,18 @@ fn freed_buffers_are_reused_without_page_faults() {
         "default malloc: {default} faults for {pages} pages (the measurement itself is broken)"
     );
     assert!(tuned < pages / 100, "retained memory: {tuned} faults for {pages} pages (default: {default})");
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[test]
+fn large_buffers_freed_on_other_threads_are_reused_too() {
+    let pages = (THREAD_SIZE / 4096) as i64;
+    let default = faults_in_child("default-thread");
+    let tuned = faults_in_child("tuned-thread");
+    // A thread's own arena maps 96 MiB directly: every page faults in again.
+    assert!(
+        default > pages / 4,
+        "default malloc on a thread: {default} faults for {pages} pages (the measurement itself is broken)"
+    );
+    assert!(tuned < pages / 100, "retained memory on a thread: {tuned} faults for {pages} pages (default: {default})");
 }

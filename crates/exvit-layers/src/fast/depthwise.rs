@@ -37,42 +37,62 @@ pub fn conv2d_depthwise<B: Backend>(
     conv_dispatch(x, w, epi.into(), geo, (forward, backward), generic)
 }
 
+/// The input plane `plane [H, W]` zero-padded by `p` on every side, each padded row stored as
+/// its `s` phases (columns q, q + s, q + 2s, … for q < s, each `m = ⌈(W + 2p) / s⌉` long) in
+/// `buf`: every tap of a strided conv then reads a contiguous run, with no edge cases.
+fn pad_into_phases(buf: &mut Vec<f32>, plane: &[f32], g: &Geo) -> usize {
+    let (s, p) = (g.s, g.p);
+    let m = (g.w + 2 * p).div_ceil(s);
+    buf.clear();
+    buf.resize((g.h + 2 * p) * s * m, 0.0);
+    for (y, src) in plane.chunks_exact(g.w).enumerate() {
+        let dst = &mut buf[(y + p) * s * m..][..s * m];
+        if s == 1 {
+            dst[p..p + g.w].copy_from_slice(src);
+        } else {
+            for (x, &v) in src.iter().enumerate() {
+                let c = x + p;
+                dst[c % s * m + c / s] = v;
+            }
+        }
+    }
+    m
+}
+
 multiversion! {
-    /// One output plane `out [Ho, Wo]`, already filled with the shift, of the input plane
-    /// `plane [H, W]` and its `k×k` filter `wk`: each output row takes its taps' row updates
-    /// while it is in L1, then SiLU when `silu`. One compiled body for the whole plane, so that
-    /// the short rows of the small feature maps pay no call per row.
-    fn plane_forward(out: &mut [f32], plane: &[f32], wk: &[f32], silu: bool, g: &Geo) {
-        // At stride s > 1 an input row is first split into its s phases (columns r, r + s,
-        // r + 2s, …, each contiguous), so that every tap's row update reads contiguous memory
-        // and vectorises; the strided reads it replaces ran one element at a time.
-        let m = g.w.div_ceil(g.s);
-        let mut phases = vec![0f32; if g.s > 1 { g.s * m } else { 0 }];
-        for (oy, row) in out.chunks_exact_mut(g.wo).enumerate() {
-            for ky in 0..g.k {
-                let iy = (oy * g.s + ky) as isize - g.p as isize;
-                if iy < 0 || iy >= g.h as isize {
-                    continue;
+    /// One output plane `out [Ho, Wo]`, already filled with the shift, of the padded, phased
+    /// input plane `buf` (`pad_into_phases`, phase length `m`) and its `k×k` filter `wk`, then
+    /// SiLU when `silu`. A 3×3 filter (MobileViT's) sums its nine taps in registers and writes
+    /// each output once; other sizes add one tap's row at a time. One compiled body for the
+    /// whole plane, so that the short rows of the small feature maps pay no call per row.
+    fn plane_forward(out: &mut [f32], buf: &[f32], m: usize, wk: &[f32], silu: bool, g: &Geo) {
+        let (s, wo) = (g.s, g.wo);
+        let (rows, ks) = (s * m, g.k);
+        // Tap (ky, kx) of output row oy reads padded row oy·s + ky, phase kx mod s, from kx / s.
+        let at = |kx: usize| kx % s * m + kx / s;
+        for (oy, row) in out.chunks_exact_mut(wo).enumerate() {
+            let b = &buf[oy * s * rows..];
+            if ks == 3 {
+                let w: &[f32; 9] = wk[..9].try_into().expect("3x3 filter");
+                let (o0, o1, o2) = (at(0), at(1), at(2));
+                let (r0, r1, r2) = (&b[..], &b[rows..], &b[2 * rows..]);
+                let (a0, a1, a2) = (&r0[o0..o0 + wo], &r0[o1..o1 + wo], &r0[o2..o2 + wo]);
+                let (b0, b1, b2) = (&r1[o0..o0 + wo], &r1[o1..o1 + wo], &r1[o2..o2 + wo]);
+                let (c0, c1, c2) = (&r2[o0..o0 + wo], &r2[o1..o1 + wo], &r2[o2..o2 + wo]);
+                for j in 0..wo {
+                    let mut acc = row[j];
+                    acc += w[0] * a0[j] + w[1] * a1[j] + w[2] * a2[j];
+                    acc += w[3] * b0[j] + w[4] * b1[j] + w[5] * b2[j];
+                    acc += w[6] * c0[j] + w[7] * c1[j] + w[8] * c2[j];
+                    row[j] = acc;
                 }
-                let mut src = &plane[iy as usize * g.w..][..g.w];
-                if g.s > 1 {
-                    for r in 0..g.s.min(g.w) {
-                        for (d, &v) in phases[r * m..(r + 1) * m].iter_mut().zip(src[r..].iter().step_by(g.s)) {
-                            *d = v;
+            } else {
+                for ky in 0..ks {
+                    for kx in 0..ks {
+                        let (a, src) = (wk[ky * ks + kx], &b[ky * rows + at(kx)..][..wo]);
+                        for (o, &v) in row.iter_mut().zip(src) {
+                            *o += a * v;
                         }
-                    }
-                    src = &phases;
-                }
-                for kx in 0..g.k {
-                    let (lo, hi) = g.cols(kx);
-                    if lo >= hi {
-                        continue;
-                    }
-                    let (a, ix0) = (wk[ky * g.k + kx], lo * g.s + kx - g.p);
-                    // Input columns ix0, ix0 + s, …: phase ix0 % s from its element ix0 / s.
-                    let start = if g.s > 1 { ix0 % g.s * m + ix0 / g.s } else { ix0 };
-                    for (o, &v) in row[lo..hi].iter_mut().zip(&src[start..]) {
-                        *o += a * v;
                     }
                 }
             }
@@ -155,12 +175,13 @@ fn forward(x: &FlexTensor, w: &FlexTensor, epi: &Epi, g: &Geo) -> FlexTensor {
     let ws = epi.weights(wc.as_slice::<f32>().expect("f32"), kk);
     let mut y = Output::new(g.n * c * pix);
     // Small planes (8x8 at 256) go several to a task.
-    y.chunks(pix).with_min_len(PIXELS_PER_TASK.div_ceil(pix)).enumerate().for_each(|(t, out)| {
+    y.chunks(pix).with_min_len(PIXELS_PER_TASK.div_ceil(pix)).enumerate().for_each_init(Vec::new, |buf, (t, out)| {
         let ch = t % c;
         out.fill(MaybeUninit::new(epi.shift.map_or(0.0, |b| b[ch])));
         // SAFETY: just filled.
         let out = unsafe { init(out) };
-        plane_forward(out, &xs[t * hw..(t + 1) * hw], &ws[ch * kk..(ch + 1) * kk], epi.silu, g);
+        let m = pad_into_phases(buf, &xs[t * hw..(t + 1) * hw], g);
+        plane_forward(out, buf, m, &ws[ch * kk..(ch + 1) * kk], epi.silu, g);
     });
     // SAFETY: the chunks cover y, each filled above.
     let y = unsafe { y.assume_init() };

@@ -14,7 +14,9 @@ use burn::tensor::TensorPrimitive;
 use burn_flex::{Flex, FlexTensor};
 use rayon::prelude::*;
 
+use super::gemm::Output;
 use super::{back, cast, contiguous, is_f32, wrap, AdFlex};
+use std::mem::MaybeUninit;
 
 /// SiLU, `x * sigmoid(x)`, fused on burn-flex; burn's `activation::silu` elsewhere.
 pub fn silu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
@@ -80,9 +82,10 @@ pub fn silu_forward(mut x: FlexTensor, reuse: bool) -> Option<FlexTensor> {
     let shape = x.layout().shape().clone();
     let xc = contiguous(&x);
     let src = xc.as_slice::<f32>().expect("contiguous f32");
-    let mut out = vec![0f32; src.len()];
-    out.par_chunks_mut(CHUNK).zip(src.par_chunks(CHUNK)).for_each(|(o, i)| silu_into(o, i));
-    Some(FlexTensor::from_data(TensorData::new(out, shape)))
+    let mut out = Output::new(src.len());
+    out.chunks(CHUNK).zip(src.par_chunks(CHUNK)).for_each(|(o, i)| silu_into(o, i));
+    // SAFETY: silu_into wrote every element of every chunk.
+    Some(FlexTensor::from_data(TensorData::new(unsafe { out.assume_init() }, shape)))
 }
 
 /// `g * sigmoid(x) * (1 + x * (1 - sigmoid(x)))`, the SiLU gradient; `None` unless both are f32
@@ -94,11 +97,12 @@ pub fn silu_backward(x: &FlexTensor, g: &FlexTensor) -> Option<FlexTensor> {
     let shape = x.layout().shape().clone();
     let (xc, gc) = (contiguous(x), contiguous(g));
     let (xs, gs) = (xc.as_slice::<f32>().expect("f32"), gc.as_slice::<f32>().expect("f32"));
-    let mut out = vec![0f32; xs.len()];
-    out.par_chunks_mut(CHUNK)
+    let mut out = Output::new(xs.len());
+    out.chunks(CHUNK)
         .zip(xs.par_chunks(CHUNK).zip(gs.par_chunks(CHUNK)))
         .for_each(|(o, (x, g))| silu_grad_into(o, x, g));
-    Some(FlexTensor::from_data(TensorData::new(out, shape)))
+    // SAFETY: silu_grad_into wrote every element of every chunk.
+    Some(FlexTensor::from_data(TensorData::new(unsafe { out.assume_init() }, shape)))
 }
 
 /// `v = silu(v)` over a slice, on the calling thread (a conv's epilogue).
@@ -116,20 +120,20 @@ multiversion! {
 }
 
 multiversion! {
-    /// `o = silu(i)`, slices of one length.
-    fn silu_into(o: &mut [f32], i: &[f32]) {
+    /// `o = silu(i)`, slices of one length (`o` may be uninitialised: written, never read).
+    fn silu_into(o: &mut [MaybeUninit<f32>], i: &[f32]) {
         for (o, &v) in o.iter_mut().zip(i) {
-            *o = silu1(v);
+            o.write(silu1(v));
         }
     }
 }
 
 multiversion! {
-    /// `o = g * silu'(x)`, slices of one length.
-    fn silu_grad_into(o: &mut [f32], x: &[f32], g: &[f32]) {
+    /// `o = g * silu'(x)`, slices of one length (`o` may be uninitialised).
+    fn silu_grad_into(o: &mut [MaybeUninit<f32>], x: &[f32], g: &[f32]) {
         for ((o, &x), &g) in o.iter_mut().zip(x).zip(g) {
             let s = sigmoid1(x);
-            *o = g * s * (1.0 + x * (1.0 - s));
+            o.write(g * s * (1.0 + x * (1.0 - s)));
         }
     }
 }

@@ -20,7 +20,9 @@ use burn::tensor::TensorPrimitive;
 use burn_flex::{Flex, FlexTensor};
 use rayon::prelude::*;
 
-use super::{back, cast, contiguous, is_f32, wrap, AdFlex, Shared};
+use super::gemm::Output;
+use super::{back, cast, contiguous, is_f32, wrap, AdFlex};
+use std::mem::MaybeUninit;
 
 /// What the fused BN gives back: the output and the batch mean and biased variance per channel
 /// (without gradient, for the running statistics).
@@ -126,9 +128,9 @@ multiversion! {
 
 multiversion! {
     /// `o = (v − m)·a + b`.
-    fn affine(o: &mut [f32], v: &[f32], m: f32, a: f32, b: f32) {
+    fn affine(o: &mut [MaybeUninit<f32>], v: &[f32], m: f32, a: f32, b: f32) {
         for (o, &v) in o.iter_mut().zip(v) {
-            *o = (v - m) * a + b;
+            o.write((v - m) * a + b);
         }
     }
 }
@@ -158,9 +160,9 @@ multiversion! {
 
 multiversion! {
     /// `o = k·(g − a − (v − m)·b)`.
-    fn grad_input(o: &mut [f32], g: &[f32], v: &[f32], m: f32, k: f32, a: f32, b: f32) {
+    fn grad_input(o: &mut [MaybeUninit<f32>], g: &[f32], v: &[f32], m: f32, k: f32, a: f32, b: f32) {
         for ((o, &g), &v) in o.iter_mut().zip(g).zip(v) {
-            *o = k * (g - a - (v - m) * b);
+            o.write(k * (g - a - (v - m) * b));
         }
     }
 }
@@ -173,8 +175,8 @@ fn forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, eps: f64) -> (
     let (xs, gs, bs) =
         (xc.as_slice::<f32>().expect("f32"), gc.as_slice::<f32>().expect("f32"), bc.as_slice::<f32>().expect("f32"));
     let count = (n * hw) as f64;
-    let mut y = vec![0f32; n * c * hw];
-    let out = Shared(y.as_mut_ptr());
+    let mut y = Output::new(n * c * hw);
+    let out = y.shared();
     let per_channel: Vec<(f32, f32, f32)> = (0..c)
         .into_par_iter()
         .map(|ch| {
@@ -191,8 +193,9 @@ fn forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, eps: f64) -> (
             let inv_std = 1.0 / (var + eps).sqrt();
             let a = gs[ch] as f64 * inv_std;
             for b in 0..n {
-                // SAFETY: the plane (b, ch) of y is written by this task only.
-                let o = unsafe { std::slice::from_raw_parts_mut(out.at((b * c + ch) * hw), hw) };
+                // SAFETY: the plane (b, ch) of y is written by this task only (uninitialised
+                // until then: viewed as MaybeUninit).
+                let o = unsafe { std::slice::from_raw_parts_mut(out.at((b * c + ch) * hw).cast(), hw) };
                 affine(o, plane(b), mean, a as f32, bs[ch]);
             }
             (mean, var as f32, inv_std as f32)
@@ -203,7 +206,8 @@ fn forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, eps: f64) -> (
         var: per_channel.iter().map(|p| p.1).collect(),
         inv_std: per_channel.iter().map(|p| p.2).collect(),
     };
-    (FlexTensor::from_data(TensorData::new(y, shape)), stats)
+    // SAFETY: the tasks wrote every plane of y.
+    (FlexTensor::from_data(TensorData::new(unsafe { y.assume_init() }, shape)), stats)
 }
 
 /// The gradients of `x`, `gamma` and `beta` from `dy`.
@@ -214,8 +218,8 @@ fn backward(x: &FlexTensor, gamma: &FlexTensor, st: &Stats, dy: &FlexTensor) -> 
     let (xs, gs, ds) =
         (xc.as_slice::<f32>().expect("f32"), gc.as_slice::<f32>().expect("f32"), dc.as_slice::<f32>().expect("f32"));
     let count = (n * hw) as f64;
-    let mut dx = vec![0f32; n * c * hw];
-    let out = Shared(dx.as_mut_ptr());
+    let mut dx = Output::new(n * c * hw);
+    let out = dx.shared();
     let per_channel: Vec<(f32, f32)> = (0..c)
         .into_par_iter()
         .map(|ch| {
@@ -230,8 +234,9 @@ fn backward(x: &FlexTensor, gamma: &FlexTensor, st: &Stats, dy: &FlexTensor) -> 
             let a = sum_dy / count;
             let b2 = sum_dy_xc * inv * inv / count;
             for b in 0..n {
-                // SAFETY: the plane (b, ch) of dx is written by this task only.
-                let o = unsafe { std::slice::from_raw_parts_mut(out.at(at(b).start), hw) };
+                // SAFETY: the plane (b, ch) of dx is written by this task only (uninitialised
+                // until then: viewed as MaybeUninit).
+                let o = unsafe { std::slice::from_raw_parts_mut(out.at(at(b).start).cast(), hw) };
                 grad_input(o, &ds[at(b)], &xs[at(b)], m, k as f32, a as f32, b2 as f32);
             }
             ((sum_dy_xc * inv) as f32, sum_dy as f32)
@@ -240,7 +245,8 @@ fn backward(x: &FlexTensor, gamma: &FlexTensor, st: &Stats, dy: &FlexTensor) -> 
     let dgamma: Vec<f32> = per_channel.iter().map(|p| p.0).collect();
     let dbeta: Vec<f32> = per_channel.iter().map(|p| p.1).collect();
     (
-        FlexTensor::from_data(TensorData::new(dx, shape)),
+        // SAFETY: the tasks wrote every plane of dx.
+        FlexTensor::from_data(TensorData::new(unsafe { dx.assume_init() }, shape)),
         FlexTensor::from_data(TensorData::new(dgamma, [c])),
         FlexTensor::from_data(TensorData::new(dbeta, [c])),
     )

@@ -19,7 +19,7 @@ use rayon::prelude::*;
 
 use super::conv::{split, Epi, Epilogue};
 use super::gemm::Output;
-use super::{contiguous, conv_dispatch, matmul, Geo, Shared};
+use super::{contiguous, conv_dispatch, matmul, Geo};
 
 /// Columns (pixels) per rayon task of the forward and the input gradient.
 const COLS: usize = 2048;
@@ -81,8 +81,8 @@ fn grad_input(x_shape: [usize; 4], w: &FlexTensor, dy: &FlexTensor) -> FlexTenso
     let (o, hw) = (w.layout().shape()[0], h * wd);
     let (wc, gc) = (contiguous(w), contiguous(dy));
     let (ws, gs) = (wc.as_slice::<f32>().expect("f32"), gc.as_slice::<f32>().expect("f32"));
-    let mut dx = vec![0f32; n * i * hw];
-    let out = Shared(dx.as_mut_ptr());
+    let mut dx = Output::new(n * i * hw);
+    let out = dx.shared();
     let tiles = hw.div_ceil(COLS);
     (0..n * tiles).into_par_iter().for_each(|t| {
         let (b, c0) = (t / tiles, (t % tiles) * COLS);
@@ -102,7 +102,8 @@ fn grad_input(x_shape: [usize; 4], w: &FlexTensor, dy: &FlexTensor) -> FlexTenso
             )
         };
     });
-    FlexTensor::from_data(TensorData::new(dx, x_shape))
+    // SAFETY: the tasks' blocks cover dx, and gemm wrote each (it does not read dst here).
+    FlexTensor::from_data(TensorData::new(unsafe { dx.assume_init() }, x_shape))
 }
 
 /// `dW = Σ_b dY_b · X_bᵀ`, parallel over blocks of output channels.

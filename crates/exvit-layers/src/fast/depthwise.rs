@@ -75,7 +75,7 @@ multiversion! {
             if ks == 3 {
                 let w: &[f32; 9] = wk[..9].try_into().expect("3x3 filter");
                 let (o0, o1, o2) = (at(0), at(1), at(2));
-                let (r0, r1, r2) = (&b[..], &b[rows..], &b[2 * rows..]);
+                let (r0, r1, r2) = (b, &b[rows..], &b[2 * rows..]);
                 let (a0, a1, a2) = (&r0[o0..o0 + wo], &r0[o1..o1 + wo], &r0[o2..o2 + wo]);
                 let (b0, b1, b2) = (&r1[o0..o0 + wo], &r1[o1..o1 + wo], &r1[o2..o2 + wo]);
                 let (c0, c1, c2) = (&r2[o0..o0 + wo], &r2[o1..o1 + wo], &r2[o2..o2 + wo]);

@@ -18,9 +18,9 @@
 //! from its own arena, whose heaps are at most 64 MiB, and glibc maps a larger request directly
 //! whatever the settings above. exvit's inference runs on rayon's pool (`fast::on_pool`), so its
 //! outputs are allocated on pool threads: mobilevit_s's forward at batch 16 faulted ~150,000
-//! pages per pass (~590 MB mapped and unmapped) and ran 0.79 s, against 0.70 s with one arena
-//! (2026-12-07, `/usr/bin/time` around `exvit bench`; docs/performance.md). The one lock is not
-//! contended: the kernels allocate a few large buffers per op.
+//! pages per pass (~590 MB mapped and unmapped); one arena took it from 799 to 632 ms per pass
+//! (2026-12-07, AMD EPYC, medians of 5 alternating rounds; docs/performance.md, step 5). The
+//! one lock is not contended: the kernels allocate a few large buffers per op.
 //!
 //! Call it once at the start of `main`, before other threads allocate. It is a no-op returning
 //! `false` where the C library is not glibc.

@@ -72,30 +72,30 @@ fn faults_in_child(mode: &str) -> i64 {
         .expect("a fault count")
 }
 
+/// Runs the child with glibc's defaults and tuned (`suffix` picks where it allocates) and checks
+/// that a freed `size`-byte buffer faults every page in again by default, and ~none when tuned.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn check_reuse(size: usize, suffix: &str) {
+    let pages = (size / 4096) as i64;
+    let default = faults_in_child(&format!("default{suffix}"));
+    let tuned = faults_in_child(&format!("tuned{suffix}"));
+    assert!(
+        default > pages / 4,
+        "default malloc{suffix}: {default} faults for {pages} pages (the measurement itself is broken)"
+    );
+    assert!(tuned < pages / 100, "retained memory{suffix}: {tuned} faults for {pages} pages (default: {default})");
+}
+
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[test]
 fn freed_buffers_are_reused_without_page_faults() {
-    let pages = (SIZE / 4096) as i64;
-    let default = faults_in_child("default");
-    let tuned = faults_in_child("tuned");
     // glibc's default serves 48 MiB by mmap: every page faults in again (huge pages aside).
-    assert!(
-        default > pages / 4,
-        "default malloc: {default} faults for {pages} pages (the measurement itself is broken)"
-    );
-    assert!(tuned < pages / 100, "retained memory: {tuned} faults for {pages} pages (default: {default})");
+    check_reuse(SIZE, "");
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[test]
 fn large_buffers_freed_on_other_threads_are_reused_too() {
-    let pages = (THREAD_SIZE / 4096) as i64;
-    let default = faults_in_child("default-thread");
-    let tuned = faults_in_child("tuned-thread");
     // A thread's own arena maps 96 MiB directly: every page faults in again.
-    assert!(
-        default > pages / 4,
-        "default malloc on a thread: {default} faults for {pages} pages (the measurement itself is broken)"
-    );
-    assert!(tuned < pages / 100, "retained memory on a thread: {tuned} faults for {pages} pages (default: {default})");
+    check_reuse(THREAD_SIZE, "-thread");
 }

@@ -8,7 +8,7 @@
 //! holds that dispatch (`cast`, `back`, `wrap`); the rest is one module per concern:
 //! `simd` (`multiversion!`), `gemm` (strided gemm on rayon), `conv` (the convolutions' shared
 //! dispatch and autodiff op), `activation` (SiLU and the vectorisable `exp`), and the kernels
-//! [`attention`], [`conv1x1`], [`conv2d_dense`], [`conv2d_depthwise`], [`batch_norm_train`].
+//! [`attention`], [`conv1x1`], [`conv2d_dense`], [`conv2d_depthwise`], [`batch_norm_train`], and the probe's host-slice kernels [`xent_line`] and [`xent_grad`].
 
 use std::any::Any;
 
@@ -30,6 +30,7 @@ mod gemm;
 mod patches;
 mod pointwise;
 mod pool;
+mod xent;
 pub use attention::{attention, attention_generic};
 pub use batch_norm::{batch_norm_train, BatchNormInputs, BatchNormOutput};
 pub use dense::conv2d_dense;
@@ -37,6 +38,7 @@ pub use depthwise::conv2d_depthwise;
 pub use patches::{fold_patches, unfold_patches};
 pub use pointwise::conv1x1;
 pub use pool::on_pool;
+pub use xent::{xent_grad, xent_line};
 
 pub use activation::{exp_nonpositive, silu, silu_backward, silu_forward};
 pub use conv::Epilogue;
@@ -68,6 +70,13 @@ fn wrap<B: Backend, const D: usize, T: 'static>(y: T) -> Tensor<B, D> {
         Ok(p) => Tensor::from_primitive(TensorPrimitive::Float(p)),
         Err(_) => unreachable!("checked by the caller's cast"),
     }
+}
+
+/// Whether `B` is burn-flex, the CPU backend whose tensors are host memory: a `TensorData`
+/// taken from one of its contiguous tensors, or given to it, moves the buffer without a copy.
+/// Callers with host kernels of their own (the probe's line search) choose their path by it.
+pub fn host_backend<B: Backend>() -> bool {
+    std::any::TypeId::of::<B>() == std::any::TypeId::of::<Flex>()
 }
 
 fn is_f32(t: &FlexTensor) -> bool {

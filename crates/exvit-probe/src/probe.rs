@@ -2,9 +2,11 @@
 //!
 //! The probe minimises `mean_i CE(W·x_i + b, y_i) + wd/2 · ‖W‖²` (the bias is not decayed) on
 //! standardised features: scikit-learn's `LogisticRegression(C)` objective with
-//! `wd = 1 / (C · n_train)`. It is solved full-batch with burn's L-BFGS (`burn::optim::LBFGS`,
-//! a port of `torch.optim.LBFGS`) and a strong-Wolfe line search, the objective and its gradient
-//! written in closed form (no autodiff graph: 30% faster, docs/performance.md). Why L-BFGS rather than
+//! `wd = 1 / (C · n_train)`. It is solved full-batch with L-BFGS and a strong-Wolfe line search
+//! (`torch.optim.LBFGS`'s algorithm, [`crate::lbfgs`]), the objective and its gradient in closed
+//! form and evaluated along each search direction from cached logits ([`crate::objective`]: a
+//! line-search trial is one pass over the logits, not two matrix products; docs/performance.md).
+//! Any backend: the probe needs no autodiff. Why L-BFGS rather than
 //! minibatch AdamW: the problem is convex and smooth, so a quasi-Newton method reaches the
 //! optimum itself in a few dozen to a few hundred full-batch passes, with no learning rate,
 //! schedule or epoch count to tune per tap (each of which would be a confound when comparing
@@ -17,15 +19,13 @@
 
 use std::time::Instant;
 
-use burn::module::{Module, Param};
-use burn::optim::{GradientsParams, LBFGSConfig, LineSearchFn};
 use burn::prelude::*;
-use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::IndexingUpdateOp;
 use serde::Serialize;
 
 use crate::error::ProbeError;
+use crate::lbfgs::{minimize, LbfgsConfig};
 use crate::matrix::Matrix;
+use crate::objective::ProbeObjective;
 
 /// Settings of a probe.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -94,15 +94,6 @@ pub fn standardize(train: &mut Matrix, others: &mut [&mut Matrix]) -> (Vec<f32>,
     (mean, std)
 }
 
-/// The probe's parameters: `logits = x·W + b`, `W: [d, k]`.
-#[derive(Module, Debug)]
-pub struct LinearProbe<B: Backend> {
-    /// `[d, k]`.
-    pub weight: Param<Tensor<B, 2>>,
-    /// `[k]`.
-    pub bias: Param<Tensor<B, 1>>,
-}
-
 /// A fitted probe, on the host.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogReg {
@@ -151,7 +142,12 @@ impl LogReg {
 }
 
 /// Fits a probe with weight decay `wd` on `(x, y)` (`classes` classes), from `init` or zeros.
-pub fn fit_logreg<B: AutodiffBackend>(
+///
+/// L-BFGS as `torch.optim.LBFGS` (strong Wolfe, history `cfg.history`), with the objective
+/// evaluated along each search direction from cached logits ([`crate::lbfgs`],
+/// [`crate::objective`]): two `n·d·k` matrix products per iteration instead of two per
+/// evaluation.
+pub fn fit_logreg<B: Backend>(
     x: &Matrix,
     y: &[u32],
     classes: usize,
@@ -172,53 +168,36 @@ pub fn fit_logreg<B: AutodiffBackend>(
     }
     let (d, k) = (x.cols, classes);
     let start = init.cloned().unwrap_or_else(|| LogReg::zeros(d, k));
-    let probe = LinearProbe::<B> {
-        weight: Param::from_tensor(start.weight.to_tensor::<B>(device)),
-        bias: Param::from_tensor(Tensor::from_data(TensorData::new(start.bias.clone(), [k]), device)),
-    };
-    // The objective and its gradient in closed form on the inner backend (no autodiff graph):
-    // dL/dlogits = (softmax − onehot)/n, dL/dW = Xᵀ·that + wd·W, dL/db = its column sums.
-    let xt = x.to_tensor::<B::InnerBackend>(device);
-    let yt = Tensor::<B::InnerBackend, 2, Int>::from_data(
-        TensorData::new(y.iter().map(|&l| l as i64).collect::<Vec<_>>(), [y.len(), 1]),
-        device,
+    let zero = start.weight.data.iter().chain(&start.bias).all(|&v| v == 0.0);
+    let mut objective = ProbeObjective::<B>::new(
+        x.to_tensor::<B>(device),
+        y,
+        wd,
+        start.weight.to_tensor::<B>(device),
+        Tensor::from_data(TensorData::new(start.bias.clone(), [k]), device),
+        zero,
     );
-    let minus_one = Tensor::<B::InnerBackend, 2>::full([y.len(), 1], -1.0, device);
-    let n = x.rows as f64;
-    let mut opt = LBFGSConfig::new()
-        .with_max_iter(cfg.max_iter)
-        .with_history_size(cfg.history)
-        .with_tolerance_grad(cfg.tol_grad)
-        .with_tolerance_change(1e-10)
-        .with_line_search_fn(LineSearchFn::StrongWolfe)
-        .init::<B>();
-    let mut evals = 0usize;
-    let closure = |m: LinearProbe<B>| {
-        evals += 1;
-        let (w, b) = (m.weight.val().inner(), m.bias.val().inner());
-        let logits = xt.clone().matmul(w.clone()) + b.unsqueeze::<2>();
-        let shifted = logits.clone() - logits.max_dim(1);
-        let exp = shifted.clone().exp();
-        let sum = exp.clone().sum_dim(1);
-        let nll = (sum.clone().log() - shifted.gather(1, yt.clone())).mean();
-        let reg = w.clone().powf_scalar(2.0).sum().mul_scalar(wd / 2.0);
-        let value = (nll + reg).into_scalar().elem::<f64>();
-        let g = (exp / sum).scatter(1, yt.clone(), minus_one.clone(), IndexingUpdateOp::Add).div_scalar(n);
-        let gw = xt.clone().transpose().matmul(g.clone()) + w.mul_scalar(wd);
-        let gb = g.sum_dim(0).reshape([k]);
-        let mut grads = GradientsParams::new();
-        grads.register(m.weight.id, gw);
-        grads.register(m.bias.id, gb);
-        (value, grads)
-    };
-    let (probe, loss) = opt.step(1.0, probe, closure);
+    let lbfgs = LbfgsConfig::new(cfg.max_iter, cfg.history, cfg.tol_grad, 1e-10);
+    let out = minimize(&mut objective, &lbfgs);
+    let loss = out.loss;
     if !loss.is_finite() {
         return Err(ProbeError::Config(format!("the probe diverged (loss {loss}); are the features finite?")));
     }
-    let w = probe.weight.val().into_data().convert::<f32>().to_vec::<f32>().expect("f32");
-    let b = probe.bias.val().into_data().convert::<f32>().to_vec::<f32>().expect("f32");
-    tracing::debug!(wd, loss, evals, rows = x.rows, dim = d, classes = k, "probe fitted");
-    Ok(LogReg { weight: Matrix::new(d, k, w), bias: b, loss, evals })
+    let (w, b) = objective.into_params();
+    let w = w.into_data().convert::<f32>().to_vec::<f32>().expect("f32");
+    let b = b.into_data().convert::<f32>().to_vec::<f32>().expect("f32");
+    tracing::debug!(
+        wd,
+        loss,
+        evals = out.evals,
+        iterations = out.iterations,
+        products = out.gradients + out.iterations,
+        rows = x.rows,
+        dim = d,
+        classes = k,
+        "probe fitted"
+    );
+    Ok(LogReg { weight: Matrix::new(d, k, w), bias: b, loss, evals: out.evals })
 }
 
 /// The outcome of [`run_probe`].
@@ -246,7 +225,7 @@ pub struct ProbeResult {
 
 /// Standardises, chooses the weight decay on a held-out part of `train`, refits on all of it,
 /// and evaluates on `eval`.
-pub fn run_probe<B: AutodiffBackend>(
+pub fn run_probe<B: Backend>(
     mut train: Matrix,
     train_y: &[u32],
     mut eval: Matrix,
@@ -284,7 +263,7 @@ pub fn run_probe<B: AutodiffBackend>(
         let mut best: Option<(f64, f64, LogReg)> = None;
         for &wd in &wds {
             let p = fit_logreg::<B>(&xf, &yf, classes, wd, init.as_ref(), cfg, device)?;
-            let (top1, _) = p.accuracy::<B::InnerBackend>(&xh, &yh, device);
+            let (top1, _) = p.accuracy::<B>(&xh, &yh, device);
             tracing::debug!(wd, top1, loss = p.loss, "held-out");
             selection.push((wd, top1));
             if best.as_ref().is_none_or(|(_, t, _)| top1 > *t) {
@@ -297,8 +276,8 @@ pub fn run_probe<B: AutodiffBackend>(
         wd
     };
     let p = fit_logreg::<B>(&train, train_y, classes, wd, init.as_ref(), cfg, device)?;
-    let (top1, top5) = p.accuracy::<B::InnerBackend>(&eval, eval_y, device);
-    let (train_top1, _) = p.accuracy::<B::InnerBackend>(&train, train_y, device);
+    let (top1, top5) = p.accuracy::<B>(&eval, eval_y, device);
+    let (train_top1, _) = p.accuracy::<B>(&train, train_y, device);
     Ok(ProbeResult {
         wd,
         selection,

@@ -2,7 +2,6 @@
 //! run, producing table rows.
 
 use burn::prelude::*;
-use burn::tensor::backend::AutodiffBackend;
 
 use crate::cache::{Cache, Features, Manifest};
 use crate::cka::linear_cka_host;
@@ -20,7 +19,7 @@ impl Manifest {
 /// Fits one probe per set of columns (a set of several is probed as their concatenation) on
 /// `train`, evaluated on `eval`; `each` sees every row as it is made. The two caches must come
 /// from the same model, weights and classes.
-pub fn probe_caches<B: AutodiffBackend>(
+pub fn probe_caches<B: Backend>(
     train: &Cache,
     eval: &Cache,
     sets: &[Vec<String>],

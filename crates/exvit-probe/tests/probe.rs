@@ -31,15 +31,16 @@ fn standardisation_matches_the_fixture_and_gives_unit_columns() {
     }
 }
 
-#[test]
-fn probe_matches_scikit_learn_at_fixed_weight_decay() {
+/// Both of the probe's paths: burn-flex takes the fused host kernels (`fast::xent_*`);
+/// `Autodiff<Flex>`, like any other backend (the GPUs), takes burn tensor ops.
+fn scikit_learn_optimum<P: Backend<Device = burn_flex::FlexDevice>>() {
     let f = Fixture::load(FIXTURE);
     let (xt, xe) = (f.matrix("std_train"), f.matrix("std_eval"));
     let (yt, ye) = (f.labels("y_train"), f.labels("y_eval"));
     let cfg = ProbeConfig { max_iter: 500, tol_grad: 1e-6, ..Default::default() };
     for i in 0..2 {
         let wd = f.f64(&format!("wd{i}.value"));
-        let p = fit_logreg::<AD>(&xt, &yt, 10, wd, None, &cfg, &dev()).unwrap();
+        let p = fit_logreg::<P>(&xt, &yt, 10, wd, None, &cfg, &dev()).unwrap();
         let want_obj = f.f64(&format!("wd{i}.objective"));
         assert!(
             (p.loss - want_obj).abs() / want_obj < 1e-4,
@@ -64,12 +65,22 @@ fn probe_matches_scikit_learn_at_fixed_weight_decay() {
 }
 
 #[test]
+fn probe_matches_scikit_learn_at_fixed_weight_decay_with_host_kernels() {
+    scikit_learn_optimum::<B>();
+}
+
+#[test]
+fn probe_matches_scikit_learn_at_fixed_weight_decay_with_tensor_ops() {
+    scikit_learn_optimum::<AD>();
+}
+
+#[test]
 fn run_probe_selects_a_decay_and_lands_on_scikit_learns_accuracy() {
     let f = Fixture::load(FIXTURE);
     let (xt, xe) = (f.matrix("x_train"), f.matrix("x_eval"));
     let (yt, ye) = (f.labels("y_train"), f.labels("y_eval"));
     let cfg = ProbeConfig { wds: vec![1e-2, 1e-4], max_iter: 300, ..Default::default() };
-    let r = run_probe::<AD>(xt, &yt, xe, &ye, 10, &cfg, &dev()).unwrap();
+    let r = run_probe::<B>(xt, &yt, xe, &ye, 10, &cfg, &dev()).unwrap();
     assert_eq!(r.selection.len(), 2);
     assert!(r.selection.iter().all(|(_, t)| (0.0..=100.0).contains(t)));
     let i = if r.wd == 1e-2 { 0 } else { 1 };
@@ -95,12 +106,12 @@ fn known_answers_separable_features_and_label_noise() {
         (0..n * d).map(|j| if j % d == labels[j / d] as usize { 3.0 } else { 0.0 } + 0.3 * nz[j]).collect();
     let x = Matrix::new(n, d, data);
     let cfg = ProbeConfig { wds: vec![1e-4], ..Default::default() };
-    let r = run_probe::<AD>(x.clone(), &labels, x.clone(), &labels, k, &cfg, &dev()).unwrap();
+    let r = run_probe::<B>(x.clone(), &labels, x.clone(), &labels, k, &cfg, &dev()).unwrap();
     assert_eq!(r.top1, 100.0);
     // Random features say nothing about the labels: chance on held-out images (1/6 ≈ 16.7%).
     let train = Matrix::new(n, d, noise(2, n * d));
     let eval = Matrix::new(n, d, noise(3, n * d));
-    let r = run_probe::<AD>(train, &labels, eval, &labels, k, &cfg, &dev()).unwrap();
+    let r = run_probe::<B>(train, &labels, eval, &labels, k, &cfg, &dev()).unwrap();
     assert!(r.top1 < 30.0, "random features gave top-1 {}", r.top1);
     assert!(r.train_top1 > r.top1, "the probe should fit its own training set better than chance");
 }
@@ -109,12 +120,12 @@ fn known_answers_separable_features_and_label_noise() {
 fn bad_probe_input_is_refused_with_the_field_named() {
     let x = Matrix::new(4, 2, vec![0.0; 8]);
     let cfg = ProbeConfig::default();
-    let e = fit_logreg::<AD>(&x, &[0, 1, 2], 3, 1e-3, None, &cfg, &dev()).unwrap_err().to_string();
+    let e = fit_logreg::<B>(&x, &[0, 1, 2], 3, 1e-3, None, &cfg, &dev()).unwrap_err().to_string();
     assert!(e.contains("labels"), "{e}");
-    let e = fit_logreg::<AD>(&x, &[0, 1, 2, 7], 3, 1e-3, None, &cfg, &dev()).unwrap_err().to_string();
+    let e = fit_logreg::<B>(&x, &[0, 1, 2, 7], 3, 1e-3, None, &cfg, &dev()).unwrap_err().to_string();
     assert!(e.contains("label 7"), "{e}");
     let cfg = ProbeConfig { wds: vec![-1.0], ..Default::default() };
-    let e = run_probe::<AD>(x.clone(), &[0, 1, 2, 0], x, &[0, 1, 2, 0], 3, &cfg, &dev()).unwrap_err().to_string();
+    let e = run_probe::<B>(x.clone(), &[0, 1, 2, 0], x, &[0, 1, 2, 0], 3, &cfg, &dev()).unwrap_err().to_string();
     assert!(e.contains("--wd"), "{e}");
 }
 

@@ -355,7 +355,7 @@ fn study<B: crate::device::TrainBackend>(
         let (ct, cv) = (&pair[0], &pair[1]);
         let mut sets: Vec<Vec<String>> = ct.manifest.taps.iter().map(|t| vec![t.spec.column()]).collect();
         sets.push(["stages.2:gap", "stages.3:gap", "final_conv:gap"].map(String::from).to_vec());
-        let rows = probe_caches::<Autodiff<B>>(ct, cv, &sets, &ProbeConfig::default(), dev, |_| {})?;
+        let rows = probe_caches::<B>(ct, cv, &sets, &ProbeConfig::default(), dev, |_| {})?;
         write_probes(&probes_path, &rows)?;
         println!("probed {tag}: {} taps, best {}", rows.len(), best(&rows));
         // 3b. Attention: per-head statistics over the validation split; maps of 4 images for

@@ -3,7 +3,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use burn::backend::Autodiff;
 use burn::prelude::Backend;
 use burn_flex::{Flex, FlexDevice};
 use exvit_probe::{
@@ -401,9 +400,7 @@ fn fit(a: FitArgs) -> Result<()> {
             r.seconds
         );
     };
-    let rows = crate::with_autodiff_backend!(device, |B, dev| probe_caches::<Autodiff<B>>(
-        &train, &eval, &sets, &cfg, &dev, print
-    ))?;
+    let rows = crate::with_backend!(device, |B, dev| probe_caches::<B>(&train, &eval, &sets, &cfg, &dev, print))?;
     write_probes(&a.out, &rows)?;
     println!("{} rows appended to {}", rows.len(), a.out.display());
     Ok(())
@@ -486,9 +483,7 @@ fn bench(a: ProbeBenchArgs) -> Result<()> {
     }
     let cfg = ProbeConfig { wds, max_iter: a.max_iter, ..Default::default() };
     let device = parse_device(&a.device)?;
-    let r = crate::with_autodiff_backend!(device, |B, dev| run_probe::<Autodiff<B>>(
-        xt, &yt, xe, &ye, a.classes, &cfg, &dev
-    ))?;
+    let r = crate::with_backend!(device, |B, dev| run_probe::<B>(xt, &yt, xe, &ye, a.classes, &cfg, &dev))?;
     let threads = rayon::current_num_threads();
     println!(
         "{}",

@@ -7,7 +7,6 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::drop::DropPath;
-use crate::fast::silu;
 use crate::init::WeightInit;
 use crate::linear::{Linear, LinearConfig};
 use crate::norm::{LayerNorm, LayerNormConfig};
@@ -131,7 +130,7 @@ pub struct Mlp<B: Backend> {
 impl<B: Backend> Mlp<B> {
     /// `[.., dim]` → `[.., dim]`.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let x = self.drop.forward(silu(self.fc1.forward(x)));
+        let x = self.drop.forward(self.fc1.forward_silu(x));
         self.drop.forward(self.fc2.forward(x))
     }
 }

@@ -67,14 +67,24 @@ impl<B: Backend> TypedLayer for Linear<B> {
 impl<B: Backend> Linear<B> {
     /// Applies the layer to the last dimension of `[.., in]`.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        self.forward_act(x, false)
+    }
+
+    /// [`forward`](Self::forward), then SiLU (fused into the kernel on burn-flex).
+    pub fn forward_silu<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        self.forward_act(x, true)
+    }
+
+    fn forward_act<const D: usize>(&self, x: Tensor<B, D>, silu: bool) -> Tensor<B, D> {
         let dims = x.dims();
         or_panic(check_last_dim(&|| format!("Linear({}->{})", self.d_in, self.d_out), dims, self.d_in));
         let rows: usize = dims[..D - 1].iter().product();
-        let y = x.reshape([rows, self.d_in]).matmul(self.weight.val().transpose());
-        let y = match &self.bias {
-            Some(b) => y.add(b.val().unsqueeze()),
-            None => y,
-        };
+        let y = crate::fast::linear(
+            x.reshape([rows, self.d_in]),
+            self.weight.val(),
+            self.bias.as_ref().map(|b| b.val()),
+            silu,
+        );
         let mut out = dims;
         out[D - 1] = self.d_out;
         y.reshape(out)

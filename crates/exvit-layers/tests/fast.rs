@@ -13,7 +13,8 @@ use burn::tensor::ops::ConvOptions;
 use burn::tensor::TensorData;
 use burn_flex::{Flex, FlexDevice};
 use exvit_layers::fast::{
-    attention, attention_generic, batch_norm_train, conv1x1, conv2d_dense, conv2d_depthwise, silu, Epilogue,
+    attention, attention_generic, batch_norm_train, conv1x1, conv2d_dense, conv2d_depthwise, linear, linear_generic,
+    silu, Epilogue,
 };
 use exvit_layers::BatchNorm2dConfig;
 
@@ -177,6 +178,99 @@ fn attention_gradient_matches_finite_differences() {
         down[i] -= eps;
         let fd = (f(&up) - f(&down)) / (2.0 * eps as f64);
         assert!((g[i] as f64 - fd).abs() < 2e-3 * fd.abs().max(1.0), "element {i}: autodiff {} vs fd {fd}", g[i]);
+    }
+}
+
+/// Linear layers: rows below, at and above the kernel's 64-row tasks, MobileViT's widths and odd
+/// ones. (rows, in, out).
+const LINEAR: [(usize, usize, usize); 5] = [(1, 8, 3), (64, 96, 288), (130, 37, 19), (300, 64, 128), (7, 1, 5)];
+
+fn linear_inputs(
+    rows: usize,
+    d_in: usize,
+    d_out: usize,
+    seed: u64,
+) -> (Tensor<Flex, 2>, Tensor<Flex, 2>, Tensor<Flex, 1>) {
+    let x = input([1, 1, rows, d_in], 1.0, seed).reshape([rows, d_in]);
+    let w = input([1, 1, d_out, d_in], 0.5, seed + 1).reshape([d_out, d_in]);
+    let b = input([1, 1, 1, d_out], 1.0, seed + 2).reshape([d_out]);
+    (x, w, b)
+}
+
+#[test]
+fn linear_equals_the_generic_path() {
+    for (t, &(rows, d_in, d_out)) in LINEAR.iter().enumerate() {
+        let (x, w, b) = linear_inputs(rows, d_in, d_out, 60 + 3 * t as u64);
+        for silu in [false, true] {
+            for bias in [None, Some(b.clone())] {
+                let reference = values(linear_generic(x.clone(), w.clone(), bias.clone(), silu));
+                let fast = values(linear(x.clone(), w.clone(), bias.clone(), silu));
+                assert!(
+                    max_rel(&fast, &reference) < 1e-5,
+                    "{rows}x{d_in}->{d_out} silu {silu}: {}",
+                    max_rel(&fast, &reference)
+                );
+                // A transposed (non-contiguous) weight view is read correctly.
+                let wt = w.clone().transpose().transpose();
+                assert!(max_rel(&values(linear(x.clone(), wt, bias.clone(), silu)), &reference) < 1e-5);
+                // On the autodiff backend, outside a tracked graph and inside one.
+                let ad = |t: &Tensor<Flex, 2>| Tensor::<AD, 2>::from_inner(t.clone());
+                let adb = bias.as_ref().map(|b| Tensor::<AD, 1>::from_inner(b.clone()));
+                assert!(max_rel(&values(linear(ad(&x), ad(&w), adb.clone(), silu)), &reference) < 1e-5);
+                assert!(max_rel(&values(linear(ad(&x).require_grad(), ad(&w), adb, silu)), &reference) < 1e-5);
+            }
+        }
+    }
+}
+
+#[test]
+fn linear_gradients_equal_autodiff_of_the_generic_path() {
+    for (t, &(rows, d_in, d_out)) in LINEAR.iter().enumerate() {
+        let (x0, w0, b0) = linear_inputs(rows, d_in, d_out, 80 + 3 * t as u64);
+        let r = input([1, 1, rows, d_out], 1.0, 90 + t as u64).reshape([rows, d_out]);
+        for silu in [false, true] {
+            let grads = |fused: bool| -> [Vec<f32>; 3] {
+                let x = Tensor::<AD, 2>::from_inner(x0.clone()).require_grad();
+                let w = Tensor::<AD, 2>::from_inner(w0.clone()).require_grad();
+                let b = Tensor::<AD, 1>::from_inner(b0.clone()).require_grad();
+                let f = if fused { linear } else { linear_generic };
+                let loss = (f(x.clone(), w.clone(), Some(b.clone()), silu) * Tensor::from_inner(r.clone())).sum();
+                let g = loss.backward();
+                [values(x.grad(&g).unwrap()), values(w.grad(&g).unwrap()), values(b.grad(&g).unwrap())]
+            };
+            let (fast, reference) = (grads(true), grads(false));
+            for (name, f, r) in
+                [("x", &fast[0], &reference[0]), ("w", &fast[1], &reference[1]), ("b", &fast[2], &reference[2])]
+            {
+                assert!(max_rel(f, r) < 1e-4, "{rows}x{d_in}->{d_out} silu {silu}: d{name} {}", max_rel(f, r));
+            }
+        }
+    }
+}
+
+#[test]
+fn linear_gradient_matches_finite_differences() {
+    // d/dw of sum(r * silu(x·wᵀ + b)) at every weight: central differences over the f32 forward.
+    let (rows, d_in, d_out) = (70, 3, 4);
+    let (x0, w0, b0) = linear_inputs(rows, d_in, d_out, 100);
+    let r = input([1, 1, rows, d_out], 1.0, 103).reshape([rows, d_out]);
+    let w = Tensor::<AD, 2>::from_inner(w0.clone()).require_grad();
+    let loss = (linear(Tensor::<AD, 2>::from_inner(x0.clone()), w.clone(), Some(Tensor::from_inner(b0.clone())), true)
+        * Tensor::from_inner(r.clone()))
+    .sum();
+    let g = values(w.grad(&loss.backward()).unwrap());
+    let base = values(w0.clone());
+    let f = |v: &[f32]| -> f64 {
+        let wt = Tensor::<Flex, 2>::from_data(TensorData::new(v.to_vec(), [d_out, d_in]), &DEV);
+        values(linear(x0.clone(), wt, Some(b0.clone()), true) * r.clone()).iter().map(|&y| y as f64).sum()
+    };
+    let eps = 1e-2f32;
+    for i in 0..base.len() {
+        let (mut up, mut down) = (base.clone(), base.clone());
+        up[i] += eps;
+        down[i] -= eps;
+        let fd = (f(&up) - f(&down)) / (2.0 * eps as f64);
+        assert!((g[i] as f64 - fd).abs() < 2e-3 * fd.abs().max(1.0), "weight {i}: autodiff {} vs fd {fd}", g[i]);
     }
 }
 
@@ -373,13 +467,18 @@ const DENSE: [([usize; 4], [usize; 4], usize, usize); 6] = [
 
 /// Depthwise convs: MobileViT's 3x3 (stride 1 and 2), odd sizes, a 5x5 kernel, no padding, rows
 /// longer than the 16 lanes. (input, kernel, stride, padding).
-const DEPTHWISE: [([usize; 4], usize, usize, usize); 6] = [
+/// Stride 2 at every padding parity and both width parities (the phase split has its own copy
+/// for stride 2).
+const DEPTHWISE: [([usize; 4], usize, usize, usize); 9] = [
     ([2, 8, 16, 16], 3, 1, 1),
     ([3, 5, 17, 15], 3, 2, 1),
     ([1, 4, 9, 10], 3, 1, 0),
     ([2, 3, 11, 12], 5, 2, 2),
     ([1, 2, 40, 37], 3, 1, 1),
     ([2, 6, 4, 4], 3, 2, 1),
+    ([1, 3, 9, 9], 3, 2, 0),
+    ([2, 2, 10, 13], 7, 2, 3),
+    ([1, 2, 12, 11], 3, 3, 1),
 ];
 
 /// Batch 1 on small feature maps (MobileViT's 8x8 and 16x16 at 256), where the forward splits

@@ -53,7 +53,7 @@ fn pad_into_phases(buf: &mut Vec<f32>, plane: &[f32], g: &Geo) -> usize {
             // Padded column c = x + p goes to phase c mod 2 at c / 2: pixels 2i and 2i + 1 go
             // to index i of two fixed slices (no division per pixel: with one, this copy was
             // ~6% of a mobilevit_xxs forward at batch 16).
-            let (even, odd) = (p % 2 * m + p / 2, (p + 1) % 2 * m + (p + 1) / 2);
+            let (even, odd) = (p % 2 * m + p / 2, (p + 1) % 2 * m + p.div_ceil(2));
             let pairs = src.chunks_exact(2);
             if let [last] = pairs.remainder() {
                 dst[even + g.w / 2] = *last;

@@ -21,8 +21,12 @@ use super::activation::silu_rows;
 use super::gemm::{matmul, matmul_threads, Output};
 use super::{back, cast, contiguous, is_f32, wrap, AdFlex};
 
-/// Rows per task.
-const ROWS: usize = 64;
+/// Rows per task: 64 for small inputs (at batch 1, eight tasks per thread balance best), up to
+/// 256 for large ones, where each task's gemm packs the weights once for more rows (4% of a
+/// mobilevit_xxs forward at batch 16 against 64; alternating trials, docs/performance.md).
+fn rows_per_task(rows: usize) -> usize {
+    rows.div_ceil(8 * rayon::current_num_threads()).clamp(64, 256)
+}
 
 /// `x [rows, in] · wᵀ` with `w [out, in]` (PyTorch's layout), plus `bias [out]`, then SiLU when
 /// `silu`: fused on burn-flex f32, an autodiff op on `Autodiff<Flex>` f32 (when there is a bias),
@@ -109,8 +113,9 @@ fn forward(x: &FlexTensor, w: &FlexTensor, b: Option<&FlexTensor>, silu: bool) -
     if let Some(bs) = bs {
         assert_eq!(bs.len(), d_out, "linear: a bias of {} for {d_out} outputs", bs.len());
     }
+    let per = rows_per_task(rows);
     let mut y = Output::new(rows * d_out);
-    y.chunks(ROWS * d_out).enumerate().for_each(|(blk, dst)| {
+    y.chunks(per * d_out).enumerate().for_each(|(blk, dst)| {
         let m = dst.len() / d_out;
         for row in dst.chunks_exact_mut(d_out) {
             match bs {
@@ -132,7 +137,7 @@ fn forward(x: &FlexTensor, w: &FlexTensor, b: Option<&FlexTensor>, silu: bool) -
                 dst.as_mut_ptr(),
                 (1, d_out),
                 true,
-                xs[blk * ROWS * d_in..].as_ptr(),
+                xs[blk * per * d_in..].as_ptr(),
                 (1, d_in),
                 ws.as_ptr(),
                 (d_in, 1),
@@ -153,8 +158,9 @@ fn grad_input(w: &FlexTensor, dy: &FlexTensor) -> FlexTensor {
     let rows = dy.layout().shape()[0];
     let (wc, gc) = (contiguous(w), contiguous(dy));
     let (ws, gs) = (wc.as_slice::<f32>().expect("f32"), gc.as_slice::<f32>().expect("f32"));
+    let per = rows_per_task(rows);
     let mut dx = Output::new(rows * d_in);
-    dx.chunks(ROWS * d_in).enumerate().for_each(|(blk, dst)| {
+    dx.chunks(per * d_in).enumerate().for_each(|(blk, dst)| {
         let m = dst.len() / d_in;
         // SAFETY: dY's rows of this block and W are in bounds; gemm writes (does not read) dst,
         // this task's [m, in] block.
@@ -164,7 +170,7 @@ fn grad_input(w: &FlexTensor, dy: &FlexTensor) -> FlexTensor {
                 dst.as_mut_ptr().cast(),
                 (1, d_in),
                 false,
-                gs[blk * ROWS * d_out..].as_ptr(),
+                gs[blk * per * d_out..].as_ptr(),
                 (1, d_out),
                 ws.as_ptr(),
                 (1, d_in),
@@ -209,7 +215,7 @@ fn grad_bias(dy: &FlexTensor) -> FlexTensor {
     let gc = contiguous(dy);
     let gs = gc.as_slice::<f32>().expect("f32");
     let db = gs
-        .par_chunks(ROWS * 16 * d_out)
+        .par_chunks(1024 * d_out)
         .map(|blk| {
             let mut acc = vec![0f32; d_out];
             for row in blk.chunks_exact(d_out) {

@@ -191,7 +191,7 @@ pub fn fit_logreg<B: Backend>(
         loss,
         evals = out.evals,
         iterations = out.iterations,
-        products = out.gradients + out.iterations,
+        gradients = out.gradients,
         rows = x.rows,
         dim = d,
         classes = k,

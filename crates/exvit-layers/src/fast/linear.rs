@@ -76,7 +76,7 @@ pub fn linear<B: Backend>(x: Tensor<B, 2>, w: Tensor<B, 2>, bias: Option<Tensor<
     };
     let x = Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(px));
     let w = Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(pw));
-    generic(x, w, pb.map(|p| Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(p))), silu)
+    linear_generic(x, w, pb.map(|p| Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(p))), silu)
 }
 
 /// burn's ops: the reference (`tests/fast.rs`) and every other backend's path.
@@ -86,10 +86,6 @@ pub fn linear_generic<B: Backend>(
     bias: Option<Tensor<B, 1>>,
     silu: bool,
 ) -> Tensor<B, 2> {
-    generic(x, w, bias, silu)
-}
-
-fn generic<B: Backend>(x: Tensor<B, 2>, w: Tensor<B, 2>, bias: Option<Tensor<B, 1>>, silu: bool) -> Tensor<B, 2> {
     let y = x.matmul(w.transpose());
     let y = match bias {
         Some(b) => y + b.unsqueeze(),

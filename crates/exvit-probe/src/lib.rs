@@ -3,7 +3,7 @@
 //! One image travels: the data loader (eval transform of the model's pretrained config) →
 //! the frozen model's named tap points ([`exvit_zoo::MobileVit::forward_taps`]) → a pooling
 //! ([`Pooling`]) → an on-disk feature cache ([`cache`], sharded Arrow IPC, resumable) →
-//! standardised features → a multinomial logistic-regression probe ([`probe`], burn's L-BFGS)
+//! standardised features → a multinomial logistic-regression probe ([`probe`], L-BFGS: [`lbfgs`])
 //! or linear CKA ([`cka`]) → tidy tables ([`table`]: `probes.parquet`, `cka.parquet`).
 //!
 //! Everything that computes is generic over the burn backend, so the same code runs on the CPU

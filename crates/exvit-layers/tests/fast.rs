@@ -45,6 +45,23 @@ fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.into_data().convert::<f32>().to_vec().unwrap()
 }
 
+/// Checks `got`, autodiff's gradient of `f` at `base`, element by element against central
+/// differences (step 1e-2, in f64 over the f32 function): `|got − fd| < tol · max(|fd|, 1)`.
+fn check_central_differences(what: &str, base: &[f32], got: &[f32], tol: f64, f: impl Fn(&[f32]) -> f64) {
+    let eps = 1e-2f32;
+    for k in 0..base.len() {
+        let (mut up, mut down) = (base.to_vec(), base.to_vec());
+        up[k] += eps;
+        down[k] -= eps;
+        let fd = (f(&up) - f(&down)) / (2.0 * eps as f64);
+        assert!(
+            (got[k] as f64 - fd).abs() < tol * fd.abs().max(1.0),
+            "{what} element {k}: autodiff {} vs fd {fd}",
+            got[k]
+        );
+    }
+}
+
 #[test]
 fn forward_equals_the_generic_path() {
     // Large enough for several rayon chunks; values from -16 to 16 cover both sigmoid branches
@@ -171,14 +188,7 @@ fn attention_gradient_matches_finite_differences() {
         let t = Tensor::<Flex, 3>::from_data(TensorData::new(v.to_vec(), [b, n, 3 * c]), &DEV);
         values(attention(t, h) * w.clone()).iter().map(|&y| y as f64).sum()
     };
-    let eps = 1e-2f32;
-    for i in 0..base.len() {
-        let (mut up, mut down) = (base.clone(), base.clone());
-        up[i] += eps;
-        down[i] -= eps;
-        let fd = (f(&up) - f(&down)) / (2.0 * eps as f64);
-        assert!((g[i] as f64 - fd).abs() < 2e-3 * fd.abs().max(1.0), "element {i}: autodiff {} vs fd {fd}", g[i]);
-    }
+    check_central_differences("qkv", &base, &g, 2e-3, f);
 }
 
 /// Linear layers: rows below, at and above the kernel's 64-row tasks, MobileViT's widths and odd
@@ -264,14 +274,7 @@ fn linear_gradient_matches_finite_differences() {
         let wt = Tensor::<Flex, 2>::from_data(TensorData::new(v.to_vec(), [d_out, d_in]), &DEV);
         values(linear(x0.clone(), wt, Some(b0.clone()), true) * r.clone()).iter().map(|&y| y as f64).sum()
     };
-    let eps = 1e-2f32;
-    for i in 0..base.len() {
-        let (mut up, mut down) = (base.clone(), base.clone());
-        up[i] += eps;
-        down[i] -= eps;
-        let fd = (f(&up) - f(&down)) / (2.0 * eps as f64);
-        assert!((g[i] as f64 - fd).abs() < 2e-3 * fd.abs().max(1.0), "weight {i}: autodiff {} vs fd {fd}", g[i]);
-    }
+    check_central_differences("weight", &base, &g, 2e-3, f);
 }
 
 /// A convolution under test: exvit's fused op and burn's `conv2d` (the reference), on any
@@ -426,21 +429,8 @@ impl Conv {
         let w = Tensor::<AD, 4>::from_data(TensorData::new(w0.clone(), ws), &DEV).require_grad();
         let g = (self.fused(x.clone(), w.clone(), None) * Tensor::from_inner(r.clone())).sum().backward();
         let (gx, gw) = (values(x.grad(&g).unwrap()), values(w.grad(&g).unwrap()));
-        let eps = 1e-2f32;
-        for (name, base, got) in [("input", &x0, &gx), ("weight", &w0, &gw)] {
-            for k in 0..base.len() {
-                let (mut up, mut down) = (base.clone(), base.clone());
-                up[k] += eps;
-                down[k] -= eps;
-                let fd = if name == "input" { f(&up, &w0) - f(&down, &w0) } else { f(&x0, &up) - f(&x0, &down) }
-                    / (2.0 * eps as f64);
-                assert!(
-                    (got[k] as f64 - fd).abs() < 2e-3 * fd.abs().max(1.0),
-                    "{self:?} {name} {k}: autodiff {} vs fd {fd}",
-                    got[k]
-                );
-            }
-        }
+        check_central_differences(&format!("{self:?} input"), &x0, &gx, 2e-3, |v| f(v, &w0));
+        check_central_differences(&format!("{self:?} weight"), &w0, &gw, 2e-3, |v| f(&x0, v));
     }
 }
 
@@ -632,23 +622,9 @@ fn batch_norm_train_gradient_matches_finite_differences() {
     let y = batch_norm_train(x.clone(), g.clone(), b.clone(), 1e-5).unwrap_or_else(|_| panic!("fused")).y;
     let grads = (y * Tensor::from_inner(r.clone())).sum().backward();
     let got = [values(x.grad(&grads).unwrap()), values(g.grad(&grads).unwrap()), values(b.grad(&grads).unwrap())];
-    let eps = 1e-2f32;
-    for (which, base) in [x0.clone(), g0.clone(), b0.clone()].iter().enumerate() {
-        for k in 0..base.len() {
-            let (mut up, mut down) = (base.clone(), base.clone());
-            up[k] += eps;
-            down[k] -= eps;
-            let pick = |v: &Vec<f32>, i: usize| if i == which { v.clone() } else { [&x0, &g0, &b0][i].clone() };
-            let fd = (loss(&pick(&up, 0), &pick(&up, 1), &pick(&up, 2))
-                - loss(&pick(&down, 0), &pick(&down, 1), &pick(&down, 2)))
-                / (2.0 * eps as f64);
-            let a = got[which][k] as f64;
-            assert!(
-                (a - fd).abs() < 5e-3 * fd.abs().max(1.0),
-                "parameter {which} element {k}: autodiff {a} vs fd {fd}"
-            );
-        }
-    }
+    check_central_differences("x", &x0, &got[0], 5e-3, |v| loss(v, &g0, &b0));
+    check_central_differences("gamma", &g0, &got[1], 5e-3, |v| loss(&x0, v, &b0));
+    check_central_differences("beta", &b0, &got[2], 5e-3, |v| loss(&x0, &g0, v));
 }
 
 #[test]

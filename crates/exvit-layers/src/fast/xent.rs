@@ -90,35 +90,23 @@ pub fn xent_grad(z: &mut [f32], step: Option<(&[f32], f32)>, labels: &[u32], k: 
     }
     let rows = rows_per_task(k);
     let mut g = Output::new(z.len());
-    let loss = match step {
-        Some((zp, t)) => z
-            .par_chunks_mut(rows * k)
-            .zip(zp.par_chunks(rows * k))
-            .zip(g.chunks(rows * k))
-            .zip(labels.par_chunks(rows))
-            .map(|(((z, zp), g), y)| {
-                let mut loss = 0f64;
-                for (((z, zp), g), &y) in
-                    z.chunks_exact_mut(k).zip(zp.chunks_exact(k)).zip(g.chunks_exact_mut(k)).zip(y)
-                {
-                    loss += grad_row(z, zp, t, y as usize, scale, g);
-                }
-                loss
-            })
-            .sum(),
-        None => z
-            .par_chunks_mut(rows * k)
-            .zip(g.chunks(rows * k))
-            .zip(labels.par_chunks(rows))
-            .map(|((z, g), y)| {
-                let mut loss = 0f64;
-                for ((z, g), &y) in z.chunks_exact_mut(k).zip(g.chunks_exact_mut(k)).zip(y) {
-                    loss += grad_row(z, &[], 0.0, y as usize, scale, g);
-                }
-                loss
-            })
-            .sum(),
-    };
+    // Without a step, each row's `zp` is empty (`grad_row` then leaves `z` as it is).
+    let (zp, t) = step.unwrap_or((&[], 0.0));
+    let loss = z
+        .par_chunks_mut(rows * k)
+        .zip(g.chunks(rows * k))
+        .zip(labels.par_chunks(rows))
+        .enumerate()
+        .map(|(task, ((z, g), y))| {
+            let zp = if zp.is_empty() { zp } else { &zp[task * rows * k..][..z.len()] };
+            let mut loss = 0f64;
+            for (r, ((z, g), &y)) in z.chunks_exact_mut(k).zip(g.chunks_exact_mut(k)).zip(y).enumerate() {
+                let zp = if zp.is_empty() { zp } else { &zp[r * k..][..k] };
+                loss += grad_row(z, zp, t, y as usize, scale, g);
+            }
+            loss
+        })
+        .sum();
     // SAFETY: every row of `g` was written by `grad_row` (the chunks cover it: checked lengths).
     (unsafe { g.assume_init() }, loss)
 }

@@ -49,15 +49,7 @@ pub fn linear<B: Backend>(x: Tensor<B, 2>, w: Tensor<B, 2>, bias: Option<Tensor<
     let [_, d_in] = x.dims();
     let [_, w_in] = w.dims();
     assert_eq!(d_in, w_in, "linear: {d_in} input features for a weight of {w_in}");
-    let prim = |t: Tensor<B, 2>| match t.into_primitive() {
-        TensorPrimitive::Float(p) => p,
-        _ => unreachable!("a float tensor's primitive is Float unless quantized"),
-    };
-    let prim1 = |t: Tensor<B, 1>| match t.into_primitive() {
-        TensorPrimitive::Float(p) => p,
-        _ => unreachable!("a float tensor's primitive is Float unless quantized"),
-    };
-    let (px, pw, pb) = (prim(x), prim(w), bias.map(prim1));
+    let (px, pw, pb) = (float(x), float(w), bias.map(float));
     // Plain burn-flex: everything in the kernel.
     let (px, pw, pb) = match (cast::<_, FlexTensor>(px), cast::<_, FlexTensor>(pw)) {
         (Ok(x), Ok(w)) if is_f32(&x) && is_f32(&w) => {
@@ -77,6 +69,14 @@ pub fn linear<B: Backend>(x: Tensor<B, 2>, w: Tensor<B, 2>, bias: Option<Tensor<
     let x = Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(px));
     let w = Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(pw));
     linear_generic(x, w, pb.map(|p| Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(p))), silu)
+}
+
+/// The primitive of a float tensor.
+fn float<B: Backend, const D: usize>(t: Tensor<B, D>) -> B::FloatTensorPrimitive {
+    match t.into_primitive() {
+        TensorPrimitive::Float(p) => p,
+        _ => unreachable!("a float tensor's primitive is Float unless quantized"),
+    }
 }
 
 /// burn's ops: the reference (`tests/fast.rs`) and every other backend's path.

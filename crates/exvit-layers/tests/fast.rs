@@ -435,24 +435,29 @@ impl Conv {
 }
 
 /// 1x1 convs: pixels per image below, at and above the kernel's 2048-column tiles; channels
-/// from 1 up. (input shape, weight shape).
-const POINTWISE: [([usize; 4], [usize; 4]); 4] = [
+/// from 1 up; pixels a multiple of 256 (the input gradient stages dY in 512 columns: 4096, and
+/// 768 with a shorter last stage), input channels not a multiple of the weight gradient's 16.
+/// (input shape, weight shape).
+const POINTWISE: [([usize; 4], [usize; 4]); 5] = [
     ([2, 16, 64, 64], [64, 16, 1, 1]),
     ([3, 5, 9, 11], [7, 5, 1, 1]),
     ([1, 1, 2, 2], [3, 1, 1, 1]),
     ([2, 24, 45, 46], [1, 24, 1, 1]),
+    ([1, 20, 16, 48], [9, 20, 1, 1]),
 ];
 
 /// Dense k×k convs: MobileViT's 3x3 (stride 1 and 2, padding 1), no padding, a 5x5 kernel, odd
-/// sizes, one image of several 2048-pixel bands, more images than threads. (input, weight,
-/// stride, padding).
-const DENSE: [([usize; 4], [usize; 4], usize, usize); 6] = [
+/// sizes, one image of several 2048-pixel bands, more images than threads, pixels a multiple of
+/// 256 (padded col and dY rows) with one image and with several. (input, weight, stride,
+/// padding).
+const DENSE: [([usize; 4], [usize; 4], usize, usize); 7] = [
     ([4, 8, 16, 16], [12, 8, 3, 3], 1, 1),
     ([3, 3, 17, 15], [16, 3, 3, 3], 2, 1),
     ([1, 6, 9, 10], [5, 6, 3, 3], 1, 0),
     ([2, 4, 11, 12], [6, 4, 5, 5], 2, 2),
     ([1, 16, 70, 64], [8, 16, 3, 3], 1, 1),
     ([5, 2, 4, 4], [3, 2, 3, 3], 1, 1),
+    ([1, 3, 32, 32], [4, 3, 3, 3], 1, 1),
 ];
 
 /// Depthwise convs: MobileViT's 3x3 (stride 1 and 2), odd sizes, a 5x5 kernel, no padding, rows

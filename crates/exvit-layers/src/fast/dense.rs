@@ -17,7 +17,7 @@ use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
 use super::conv::{split, Epi, Epilogue};
-use super::gemm::Output;
+use super::gemm::{padded_stride, stage, Output};
 use super::{contiguous, conv_dispatch, matmul, matmul_threads, Geo, Shared};
 
 /// `conv2d(x, w)` with one group, a square kernel, `stride` and `padding` on both axes, no
@@ -39,13 +39,14 @@ pub fn conv2d_dense<B: Backend>(
     conv_dispatch(x, w, epi.into(), geo, (forward, backward), generic)
 }
 
-/// `col [I·k·k, (oy1 − oy0)·Wo]` of one image `x [I, H, W]`: the output rows `oy0..oy1`.
-fn im2col(x: &[f32], g: &Geo, (oy0, oy1): (usize, usize), col: &mut [f32]) {
+/// `col [I·k·k, (oy1 − oy0)·Wo]` of one image `x [I, H, W]`: the output rows `oy0..oy1`; col's
+/// rows are `ld` apart (at least `(oy1 − oy0)·Wo`).
+fn im2col(x: &[f32], g: &Geo, (oy0, oy1): (usize, usize), col: &mut [f32], ld: usize) {
     let (k, s, p, pix) = (g.k, g.s, g.p, (oy1 - oy0) * g.wo);
     for ci in 0..g.i {
         for ky in 0..k {
             for kx in 0..k {
-                let row = &mut col[((ci * k + ky) * k + kx) * pix..][..pix];
+                let row = &mut col[((ci * k + ky) * k + kx) * ld..][..pix];
                 let (lo, hi) = g.cols(kx);
                 for oy in oy0..oy1 {
                     let out = &mut row[(oy - oy0) * g.wo..(oy - oy0 + 1) * g.wo];
@@ -71,13 +72,13 @@ fn im2col(x: &[f32], g: &Geo, (oy0, oy1): (usize, usize), col: &mut [f32]) {
     }
 }
 
-/// `dx [I, H, W] += col2im(dcol)`, the adjoint of [`im2col`].
-fn col2im(dcol: &[f32], g: &Geo, dx: &mut [f32]) {
+/// `dx [I, H, W] += col2im(dcol)`, the adjoint of [`im2col`] (dcol's rows `ld` apart).
+fn col2im(dcol: &[f32], g: &Geo, dx: &mut [f32], ld: usize) {
     let (k, s, p, pix) = (g.k, g.s, g.p, g.pixels());
     for ci in 0..g.i {
         for ky in 0..k {
             for kx in 0..k {
-                let row = &dcol[((ci * k + ky) * k + kx) * pix..][..pix];
+                let row = &dcol[((ci * k + ky) * k + kx) * ld..][..pix];
                 let (lo, hi) = g.cols(kx);
                 if lo >= hi {
                     continue;
@@ -125,8 +126,9 @@ fn forward(x: &FlexTensor, w: &FlexTensor, epi: &Epi, g: &Geo) -> FlexTensor {
         let (b, oy0, r0) = (t / (bands * blocks), (t / blocks % bands) * band, (t % blocks) * chans);
         let (oy1, m) = ((oy0 + band).min(g.ho), chans.min(o - r0));
         let cols = (oy1 - oy0) * g.wo;
-        col.resize(rows * cols, 0.0);
-        im2col(&xs[b * plane..][..plane], g, (oy0, oy1), col);
+        let ld = padded_stride(cols);
+        col.resize(rows * ld, 0.0);
+        im2col(&xs[b * plane..][..plane], g, (oy0, oy1), col, ld);
         let dst = out.at((b * o + r0) * pix + oy0 * g.wo);
         // SAFETY: channels r0..r0+m, these columns of image b's rows of y (row stride P) belong
         // to this task only; W's rows r0.. [m, rows] and col [rows, cols] are in bounds.
@@ -140,7 +142,7 @@ fn forward(x: &FlexTensor, w: &FlexTensor, epi: &Epi, g: &Geo) -> FlexTensor {
                 ws[r0 * rows..].as_ptr(),
                 (1, rows),
                 col.as_ptr(),
-                (1, cols),
+                (1, ld),
                 1.0,
             );
             epi.finish(dst, (m, cols, pix));
@@ -149,6 +151,14 @@ fn forward(x: &FlexTensor, w: &FlexTensor, epi: &Epi, g: &Geo) -> FlexTensor {
     // SAFETY: the tasks' blocks cover y, and each wrote all of its block (`Epi::fill`).
     let y = unsafe { y.assume_init() };
     FlexTensor::from_data(TensorData::new(y, [g.n, o, g.ho, g.wo]))
+}
+
+/// One backward task's buffers: col (or dcol), the padded copy of dY_b, the partial dW.
+#[derive(Default)]
+struct Scratch {
+    col: Vec<f32>,
+    dy: Vec<f32>,
+    dw: Vec<f32>,
 }
 
 /// The gradients of `x` (when `want_x`) and of `w`.
@@ -167,47 +177,53 @@ fn backward(
     let mut dx = if want_x { vec![0f32; g.n * plane] } else { Vec::new() };
     let dxp = Shared(dx.as_mut_ptr());
     // Per image: dcol = Wᵀ dY_b → col2im into dX_b; dW += dY_b colᵀ (a per-task partial sum).
-    let image = |b: usize, col: &mut Vec<f32>, dw: &mut Vec<f32>, threads: usize| {
-        col.resize(rows * pix, 0.0);
-        let dyb = ds[b * o * pix..].as_ptr();
+    // col's rows and, when P is a multiple of 256, a copy of dY_b's are `ld` apart
+    // ([`padded_stride`]).
+    let ld = padded_stride(pix);
+    let image = |b: usize, s: &mut Scratch, threads: usize| {
+        s.col.resize(rows * ld, 0.0);
+        let dyb = &ds[b * o * pix..][..o * pix];
+        let dyb = if ld == pix { dyb.as_ptr() } else { stage(dyb, (o, pix, pix), ld, &mut s.dy) };
         if want_w {
-            im2col(&xs[b * plane..][..plane], g, (0, g.ho), col);
-            dw.resize(o * rows, 0.0);
-            // SAFETY: dY_b [O, P], colᵀ (col with swapped strides) and dw [O, rows] in bounds.
+            im2col(&xs[b * plane..][..plane], g, (0, g.ho), &mut s.col, ld);
+            s.dw.resize(o * rows, 0.0);
+            // SAFETY: dY_b [O, P] (row stride ld), colᵀ (col with swapped strides) and dw
+            // [O, rows] in bounds.
             unsafe {
                 matmul_threads(
                     (o, rows, pix),
-                    dw.as_mut_ptr(),
+                    s.dw.as_mut_ptr(),
                     (1, rows),
                     true,
                     dyb,
-                    (1, pix),
-                    col.as_ptr(),
-                    (pix, 1),
+                    (1, ld),
+                    s.col.as_ptr(),
+                    (ld, 1),
                     1.0,
                     threads,
                 )
             };
         }
         if want_x {
-            // SAFETY: Wᵀ (W with swapped strides), dY_b and col [rows, P] in bounds.
+            // SAFETY: Wᵀ (W with swapped strides), dY_b and col [rows, P] (row stride ld) in
+            // bounds.
             unsafe {
                 matmul_threads(
                     (rows, pix, o),
-                    col.as_mut_ptr(),
-                    (1, pix),
+                    s.col.as_mut_ptr(),
+                    (1, ld),
                     false,
                     ws.as_ptr(),
                     (rows, 1),
                     dyb,
-                    (1, pix),
+                    (1, ld),
                     1.0,
                     threads,
                 )
             };
             // SAFETY: image b's plane of dx belongs to this call only.
             let dxb = unsafe { std::slice::from_raw_parts_mut(dxp.at(b * plane), plane) };
-            col2im(col, g, dxb);
+            col2im(&s.col, g, dxb, ld);
         }
     };
     let dw = if per_image_parallel(g.n) {
@@ -218,9 +234,9 @@ fn backward(
         let partials: Vec<Vec<f32>> = (0..g.n.div_ceil(per))
             .into_par_iter()
             .map(|c| {
-                let (mut col, mut dw) = (Vec::new(), Vec::new());
-                (c * per..((c + 1) * per).min(g.n)).for_each(|b| image(b, &mut col, &mut dw, 1));
-                dw
+                let mut s = Scratch::default();
+                (c * per..((c + 1) * per).min(g.n)).for_each(|b| image(b, &mut s, 1));
+                s.dw
             })
             .collect();
         let mut parts = partials.into_iter();
@@ -230,9 +246,9 @@ fn backward(
         }
         dw
     } else {
-        let (mut col, mut dw) = (Vec::new(), Vec::new());
-        (0..g.n).for_each(|b| image(b, &mut col, &mut dw, rayon::current_num_threads()));
-        dw
+        let mut s = Scratch::default();
+        (0..g.n).for_each(|b| image(b, &mut s, rayon::current_num_threads()));
+        s.dw
     };
     let dx = want_x.then(|| FlexTensor::from_data(TensorData::new(dx, [g.n, g.i, g.h, g.w])));
     let dw = want_w.then(|| FlexTensor::from_data(TensorData::new(dw, [o, g.i, g.k, g.k])));

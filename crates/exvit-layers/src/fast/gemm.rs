@@ -50,6 +50,35 @@ impl Output {
     }
 }
 
+/// The row stride (in f32s) for a scratch matrix whose rows hold `len` elements: `len`, or
+/// `len + 16` when `len` is a multiple of 256. Rows 1 KiB apart (4 KiB at the power-of-two
+/// image sizes, 32² to 128² pixels) start on the same few cache sets of the 8-way L1 and L2, so
+/// the gemm's packing, which reads a dozen rows or more in step, evicts its own lines: at 128²
+/// the backward gemms of the 1x1 and 3x3 convs ran 1.3–1.7x slower per pixel than at 120² or
+/// 136². One cache line more per row spreads them over the sets (benches/README.md).
+pub(super) fn padded_stride(len: usize) -> usize {
+    if len % 256 == 0 {
+        len + 16
+    } else {
+        len
+    }
+}
+
+/// Copies the `rows × len` matrix at `src` (row stride `stride`) into `dst` with row stride
+/// `ld` (resized to `rows · ld`; the padding is left as it is), and returns `dst`'s start.
+pub(super) fn stage(
+    src: &[f32],
+    (rows, len, stride): (usize, usize, usize),
+    ld: usize,
+    dst: &mut Vec<f32>,
+) -> *const f32 {
+    dst.resize(rows * ld, 0.0);
+    for r in 0..rows {
+        dst[r * ld..][..len].copy_from_slice(&src[r * stride..][..len]);
+    }
+    dst.as_ptr()
+}
+
 /// Views a chunk whose every element has been written as `f32`s.
 ///
 /// # Safety

@@ -18,11 +18,15 @@ use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
 use super::conv::{split, Epi, Epilogue};
-use super::gemm::Output;
+use super::gemm::{padded_stride, stage, Output};
 use super::{contiguous, conv_dispatch, matmul, Geo};
 
 /// Columns (pixels) per rayon task of the forward and the input gradient.
 const COLS: usize = 2048;
+/// Columns of dY staged at a time by the input gradient when HW is a multiple of 256.
+const STAGE: usize = 512;
+/// Input channels per weight-gradient gemm.
+const DW_COLS: usize = 16;
 /// The fewest columns a forward task gets when a small batch is split finer (see [`split`]).
 const MIN_COLS: usize = 256;
 
@@ -75,7 +79,9 @@ fn forward(x: &FlexTensor, w: &FlexTensor, epi: &Epi, g: &Geo) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(y, [n, o, g.h, g.w]))
 }
 
-/// `dX_b = Wᵀ · dY_b` per image.
+/// `dX_b = Wᵀ · dY_b` per image. When HW is a multiple of 256, dY_b's rows sit on the same
+/// cache sets ([`padded_stride`]): each task then copies them, [`STAGE`] columns at a time,
+/// into a scratch with padded rows before the gemm reads them.
 fn grad_input(x_shape: [usize; 4], w: &FlexTensor, dy: &FlexTensor) -> FlexTensor {
     let [n, i, h, wd] = x_shape;
     let (o, hw) = (w.layout().shape()[0], h * wd);
@@ -84,29 +90,34 @@ fn grad_input(x_shape: [usize; 4], w: &FlexTensor, dy: &FlexTensor) -> FlexTenso
     let mut dx = Output::new(n * i * hw);
     let out = dx.shared();
     let tiles = hw.div_ceil(COLS);
-    (0..n * tiles).into_par_iter().for_each(|t| {
+    let staged = padded_stride(hw) != hw;
+    (0..n * tiles).into_par_iter().for_each_init(Vec::new, |scratch, t| {
         let (b, c0) = (t / tiles, (t % tiles) * COLS);
         let cols = COLS.min(hw - c0);
-        // SAFETY: Wᵀ is W read with swapped strides; the task writes its own [I, cols] block.
-        unsafe {
-            matmul(
-                (i, cols, o),
-                out.at(b * i * hw + c0),
-                (1, hw),
-                false,
-                ws.as_ptr(),
-                (i, 1),
-                gs[b * o * hw + c0..].as_ptr(),
-                (1, hw),
-                1.0,
-            )
-        };
+        let step = if staged { STAGE } else { cols };
+        for c in (c0..c0 + cols).step_by(step) {
+            let len = step.min(c0 + cols - c);
+            let src = &gs[b * o * hw + c..];
+            let (rhs, ld) = if staged {
+                let ld = padded_stride(STAGE);
+                (stage(src, (o, len, hw), ld, scratch), ld)
+            } else {
+                (src.as_ptr(), hw)
+            };
+            // SAFETY: Wᵀ is W read with swapped strides; dY_b's columns c..c+len (row stride
+            // ld, or the staged copy) are in bounds; the task writes its own [I, len] block.
+            unsafe {
+                matmul((i, len, o), out.at(b * i * hw + c), (1, hw), false, ws.as_ptr(), (i, 1), rhs, (1, ld), 1.0)
+            };
+        }
     });
     // SAFETY: the tasks' blocks cover dx, and gemm wrote each (it does not read dst here).
     FlexTensor::from_data(TensorData::new(unsafe { dx.assume_init() }, x_shape))
 }
 
-/// `dW = Σ_b dY_b · X_bᵀ`, parallel over blocks of output channels.
+/// `dW = Σ_b dY_b · X_bᵀ`, parallel over blocks of output channels; each gemm takes
+/// [`DW_COLS`] input channels at a time, so that it reads fewer rows of X in step (with all of
+/// them, 24 or more rows HW apart, the packing evicted its own cache lines).
 fn grad_weight(x: &FlexTensor, dy: &FlexTensor, o: usize) -> FlexTensor {
     let xs_shape = x.layout().shape();
     let (n, i, hw) = (xs_shape[0], xs_shape[1], xs_shape[2] * xs_shape[3]);
@@ -117,21 +128,23 @@ fn grad_weight(x: &FlexTensor, dy: &FlexTensor, o: usize) -> FlexTensor {
     dw.par_chunks_mut(rows * i).enumerate().for_each(|(blk, dst)| {
         let (r0, m) = (blk * rows, dst.len() / i);
         for b in 0..n {
-            // SAFETY: dY_b's rows r0..r0+m (row stride HW) and X_bᵀ (X_b with swapped strides)
-            // are in bounds; dst is this task's [m, I] block.
-            unsafe {
-                matmul(
-                    (m, i, hw),
-                    dst.as_mut_ptr(),
-                    (1, i),
-                    b > 0,
-                    gs[(b * o + r0) * hw..].as_ptr(),
-                    (1, hw),
-                    xs[b * i * hw..].as_ptr(),
-                    (hw, 1),
-                    1.0,
-                )
-            };
+            for c0 in (0..i).step_by(DW_COLS) {
+                // SAFETY: dY_b's rows r0..r0+m (row stride HW) and X_bᵀ's columns c0.. (X_b's
+                // rows, with swapped strides) are in bounds; dst is this task's [m, I] block.
+                unsafe {
+                    matmul(
+                        (m, DW_COLS.min(i - c0), hw),
+                        dst[c0..].as_mut_ptr(),
+                        (1, i),
+                        b > 0,
+                        gs[(b * o + r0) * hw..].as_ptr(),
+                        (1, hw),
+                        xs[(b * i + c0) * hw..].as_ptr(),
+                        (hw, 1),
+                        1.0,
+                    )
+                };
+            }
         }
     });
     FlexTensor::from_data(TensorData::new(dw, [o, i, 1, 1]))

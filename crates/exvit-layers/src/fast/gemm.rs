@@ -79,6 +79,42 @@ pub(super) fn stage(
     dst.as_ptr()
 }
 
+/// Columns of an aliasing right-hand side copied at a time by [`matmul_staged`].
+const STAGE: usize = 512;
+
+/// [`matmul`] (single-threaded) with `rhs` a row-major `[k, n]` matrix of row stride `stride`
+/// (a slice from its first element). When rows that far apart share cache sets
+/// ([`padded_stride`]), `rhs` is copied [`STAGE`] columns at a time into `scratch` with padded
+/// rows, and each stage multiplied from there into its columns of `dst`.
+///
+/// # Safety
+/// As [`matmul`]; `rhs` must hold the `[k, n]` matrix.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn matmul_staged(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    dst_s: (usize, usize),
+    accumulate: bool,
+    lhs: *const f32,
+    lhs_s: (usize, usize),
+    rhs: &[f32],
+    stride: usize,
+    beta: f32,
+    scratch: &mut Vec<f32>,
+) {
+    if padded_stride(stride) == stride {
+        // SAFETY: the caller's promise.
+        return unsafe { matmul((m, n, k), dst, dst_s, accumulate, lhs, lhs_s, rhs.as_ptr(), (1, stride), beta) };
+    }
+    let ld = padded_stride(STAGE);
+    for c in (0..n).step_by(STAGE) {
+        let len = STAGE.min(n - c);
+        let staged = stage(&rhs[c..], (k, len, stride), ld, scratch);
+        // SAFETY: columns c..c+len of dst (column stride dst_s.0); the staged [k, len] copy.
+        unsafe { matmul((m, len, k), dst.add(c * dst_s.0), dst_s, accumulate, lhs, lhs_s, staged, (1, ld), beta) };
+    }
+}
+
 /// Views a chunk whose every element has been written as `f32`s.
 ///
 /// # Safety

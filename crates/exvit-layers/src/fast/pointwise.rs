@@ -18,13 +18,11 @@ use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
 use super::conv::{split, Epi, Epilogue};
-use super::gemm::{padded_stride, stage, Output};
+use super::gemm::{matmul_staged, Output};
 use super::{contiguous, conv_dispatch, matmul, Geo};
 
 /// Columns (pixels) per rayon task of the forward and the input gradient.
 const COLS: usize = 2048;
-/// Columns of dY staged at a time by the input gradient when HW is a multiple of 256.
-const STAGE: usize = 512;
 /// Input channels per weight-gradient gemm.
 const DW_COLS: usize = 16;
 /// The fewest columns a forward task gets when a small batch is split finer (see [`split`]).
@@ -42,7 +40,8 @@ pub fn conv1x1<B: Backend>(x: Tensor<B, 4>, w: Tensor<B, 4>, epi: impl Into<Epil
     conv_dispatch(x, w, epi.into(), geo, (forward, backward), generic)
 }
 
-/// `Y = epi(W · X)` per image, in tasks of (image, column tile, block of output channels).
+/// `Y = epi(W · X)` per image, in tasks of (image, column tile, block of output channels); X_b
+/// staged when its rows share cache sets (`matmul_staged`).
 fn forward(x: &FlexTensor, w: &FlexTensor, epi: &Epi, g: &Geo) -> FlexTensor {
     let (n, i, o, hw) = (g.n, g.i, g.o, g.pixels());
     let (xc, wc) = (contiguous(x), contiguous(w));
@@ -52,7 +51,7 @@ fn forward(x: &FlexTensor, w: &FlexTensor, epi: &Epi, g: &Geo) -> FlexTensor {
     let out = y.shared();
     let (cols, rows) = split(n, o, hw, (COLS, MIN_COLS));
     let (tiles, blocks) = (hw.div_ceil(cols), o.div_ceil(rows));
-    (0..n * tiles * blocks).into_par_iter().for_each(|t| {
+    (0..n * tiles * blocks).into_par_iter().for_each_init(Vec::new, |scratch, t| {
         let (b, c0, r0) = (t / (tiles * blocks), (t / blocks % tiles) * cols, (t % blocks) * rows);
         let (cols, rows) = (cols.min(hw - c0), rows.min(o - r0));
         let dst = out.at((b * o + r0) * hw + c0);
@@ -60,16 +59,17 @@ fn forward(x: &FlexTensor, w: &FlexTensor, epi: &Epi, g: &Geo) -> FlexTensor {
         // columns c0.. (row stride HW) and W's rows r0.. (row stride I) are in bounds.
         unsafe {
             epi.fill(dst, (rows, cols, hw), r0);
-            matmul(
+            matmul_staged(
                 (rows, cols, i),
                 dst,
                 (1, hw),
                 true,
                 ws[r0 * i..].as_ptr(),
                 (1, i),
-                xs[b * i * hw + c0..].as_ptr(),
-                (1, hw),
+                &xs[b * i * hw + c0..],
+                hw,
                 1.0,
+                scratch,
             );
             epi.finish(dst, (rows, cols, hw));
         }
@@ -79,9 +79,7 @@ fn forward(x: &FlexTensor, w: &FlexTensor, epi: &Epi, g: &Geo) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(y, [n, o, g.h, g.w]))
 }
 
-/// `dX_b = Wᵀ · dY_b` per image. When HW is a multiple of 256, dY_b's rows sit on the same
-/// cache sets ([`padded_stride`]): each task then copies them, [`STAGE`] columns at a time,
-/// into a scratch with padded rows before the gemm reads them.
+/// `dX_b = Wᵀ · dY_b` per image (dY_b staged when its rows share cache sets: `matmul_staged`).
 fn grad_input(x_shape: [usize; 4], w: &FlexTensor, dy: &FlexTensor) -> FlexTensor {
     let [n, i, h, wd] = x_shape;
     let (o, hw) = (w.layout().shape()[0], h * wd);
@@ -90,26 +88,25 @@ fn grad_input(x_shape: [usize; 4], w: &FlexTensor, dy: &FlexTensor) -> FlexTenso
     let mut dx = Output::new(n * i * hw);
     let out = dx.shared();
     let tiles = hw.div_ceil(COLS);
-    let staged = padded_stride(hw) != hw;
     (0..n * tiles).into_par_iter().for_each_init(Vec::new, |scratch, t| {
         let (b, c0) = (t / tiles, (t % tiles) * COLS);
         let cols = COLS.min(hw - c0);
-        let step = if staged { STAGE } else { cols };
-        for c in (c0..c0 + cols).step_by(step) {
-            let len = step.min(c0 + cols - c);
-            let src = &gs[b * o * hw + c..];
-            let (rhs, ld) = if staged {
-                let ld = padded_stride(STAGE);
-                (stage(src, (o, len, hw), ld, scratch), ld)
-            } else {
-                (src.as_ptr(), hw)
-            };
-            // SAFETY: Wᵀ is W read with swapped strides; dY_b's columns c..c+len (row stride
-            // ld, or the staged copy) are in bounds; the task writes its own [I, len] block.
-            unsafe {
-                matmul((i, len, o), out.at(b * i * hw + c), (1, hw), false, ws.as_ptr(), (i, 1), rhs, (1, ld), 1.0)
-            };
-        }
+        // SAFETY: Wᵀ is W read with swapped strides; dY_b's columns c0.. (row stride HW) are in
+        // bounds; the task writes its own [I, cols] block.
+        unsafe {
+            matmul_staged(
+                (i, cols, o),
+                out.at(b * i * hw + c0),
+                (1, hw),
+                false,
+                ws.as_ptr(),
+                (i, 1),
+                &gs[b * o * hw + c0..],
+                hw,
+                1.0,
+                scratch,
+            )
+        };
     });
     // SAFETY: the tasks' blocks cover dx, and gemm wrote each (it does not read dst here).
     FlexTensor::from_data(TensorData::new(unsafe { dx.assume_init() }, x_shape))

@@ -4,6 +4,8 @@
 //! bound by memory; one far above it by arithmetic (docs/performance.md, "Why the speed moves
 //! with the machine").
 //!
+//! Also a conv's cost per pixel at sizes around a power of two (`conv_sizes`).
+//!
 //! `cargo bench -p exvit-tests --bench kernels` (add a filter, e.g. `-- silu`). Never run in CI.
 
 use std::time::Duration;
@@ -12,7 +14,7 @@ use burn::prelude::*;
 use burn::tensor::{Distribution, TensorPrimitive};
 use burn_flex::{Flex, FlexDevice, FlexTensor};
 use criterion::{criterion_group, BatchSize, BenchmarkId, Criterion, Throughput};
-use exvit_layers::fast::{attention, attention_generic, silu_forward};
+use exvit_layers::fast::{attention, attention_generic, conv1x1, conv2d_dense, silu_forward};
 
 /// Activations of mobilevit_xxs at 256x256, batch 1: the stem's output (16x128x128, 1 MiB,
 /// about L2) and the first stage's expanded maps of batch 8 (64x64x64x8, 8 MiB, past L2).
@@ -76,7 +78,41 @@ fn attention_kernel(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, elementwise, attention_kernel);
+/// A conv's forward and backward (both gradients) per input pixel at three sizes around a power
+/// of two, one thread: at 128x128 the rows of an activation are 64 KiB apart and share cache
+/// sets, which cost the gemm's packing 1.3–1.7x per pixel before `fast::gemm::padded_stride`
+/// (docs/performance.md, step 9). mobilevit_xxs's shapes at 256: the first stage's 1x1 convs
+/// (16 → 32, 32 → 16), and a 3x3 conv of 16 channels.
+fn conv_sizes(c: &mut Criterion) {
+    type Ad = burn::backend::Autodiff<Flex>;
+    let mut g = c.benchmark_group("conv_sizes");
+    g.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    let p = pool(1);
+    for side in [120, 128, 136] {
+        g.throughput(Throughput::Elements((2 * side * side) as u64));
+        for (name, i, o, k) in [("pointwise_16_32", 16, 32, 1), ("pointwise_32_16", 32, 16, 1), ("dense3x3_16_16", 16, 16, 3)] {
+            let x = Tensor::<Ad, 4>::random([2, i, side, side], Distribution::Normal(0.0, 1.0), &FlexDevice);
+            let w = Tensor::<Ad, 4>::random([o, i, k, k], Distribution::Normal(0.0, 0.3), &FlexDevice);
+            g.bench_function(BenchmarkId::new(name, side), |b| {
+                b.iter(|| {
+                    p.install(|| {
+                        let (x, w) = (x.clone().require_grad(), w.clone().require_grad());
+                        let y = if k == 1 {
+                            conv1x1(x.clone(), w.clone(), None)
+                        } else {
+                            conv2d_dense(x.clone(), w.clone(), None, 1, 1)
+                        };
+                        let grads = y.sum().backward();
+                        (x.grad(&grads), w.grad(&grads))
+                    })
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, elementwise, attention_kernel, conv_sizes);
 
 /// `criterion_main!`, with the allocator set up once first, as the exvit binary does at start-up.
 fn main() {

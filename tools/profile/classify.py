@@ -27,6 +27,8 @@ OPS = [
     ("dense conv: forward", r"exvit_layers::fast::dense::forward"),
     ("depthwise conv: backward", r"exvit_layers::fast::depthwise::backward"),
     ("depthwise conv: forward", r"exvit_layers::fast::depthwise::forward"),
+    ("linear (fused): backward", r"exvit_layers::fast::linear::(grad_|linear_autodiff|backward)"),
+    ("linear (fused): forward", r"exvit_layers::fast::linear::forward"),
     ("1x1 conv: backward", r"exvit_layers::fast::pointwise::(grad_weight|grad_input|backward)"),
     ("1x1 conv: forward", r"exvit_layers::fast::pointwise::forward"),
     ("optimizer (AdamW)", r"burn_optim|AdamW|exvit_train::adamw"),

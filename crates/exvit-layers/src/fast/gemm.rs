@@ -55,7 +55,7 @@ impl Output {
 /// image sizes, 32² to 128² pixels) start on the same few cache sets of the 8-way L1 and L2, so
 /// the gemm's packing, which reads a dozen rows or more in step, evicts its own lines: at 128²
 /// the backward gemms of the 1x1 and 3x3 convs ran 1.3–1.7x slower per pixel than at 120² or
-/// 136². One cache line more per row spreads them over the sets (benches/README.md).
+/// 136². One cache line more per row spreads them over the sets (docs/performance.md, step 9).
 pub(super) fn padded_stride(len: usize) -> usize {
     if len % 256 == 0 {
         len + 16

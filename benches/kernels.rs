@@ -90,7 +90,9 @@ fn conv_sizes(c: &mut Criterion) {
     let p = pool(1);
     for side in [120, 128, 136] {
         g.throughput(Throughput::Elements((2 * side * side) as u64));
-        for (name, i, o, k) in [("pointwise_16_32", 16, 32, 1), ("pointwise_32_16", 32, 16, 1), ("dense3x3_16_16", 16, 16, 3)] {
+        for (name, i, o, k) in
+            [("pointwise_16_32", 16, 32, 1), ("pointwise_32_16", 32, 16, 1), ("dense3x3_16_16", 16, 16, 3)]
+        {
             let x = Tensor::<Ad, 4>::random([2, i, side, side], Distribution::Normal(0.0, 1.0), &FlexDevice);
             let w = Tensor::<Ad, 4>::random([o, i, k, k], Distribution::Normal(0.0, 0.3), &FlexDevice);
             g.bench_function(BenchmarkId::new(name, side), |b| {

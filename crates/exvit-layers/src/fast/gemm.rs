@@ -51,11 +51,12 @@ impl Output {
 }
 
 /// The row stride (in f32s) for a scratch matrix whose rows hold `len` elements: `len`, or
-/// `len + 16` when `len` is a multiple of 256. Rows 1 KiB apart (4 KiB at the power-of-two
-/// image sizes, 32² to 128² pixels) start on the same few cache sets of the 8-way L1 and L2, so
-/// the gemm's packing, which reads a dozen rows or more in step, evicts its own lines: at 128²
-/// the backward gemms of the 1x1 and 3x3 convs ran 1.3–1.7x slower per pixel than at 120² or
-/// 136². One cache line more per row spreads them over the sets (docs/performance.md, step 9).
+/// `len + 16` when `len` is a multiple of 256. Rows a multiple of 1 KiB apart (4–64 KiB at
+/// the power-of-two sizes 32² to 128² pixels) start on the same few cache sets of the 8-way L1
+/// and L2, so the gemm's packing, which reads a dozen rows or more in step, evicts its own
+/// lines: at 128² the backward gemms of the 1x1 and 3x3 convs ran 1.3–1.7x slower per pixel
+/// than at 120² or 136². One cache line more per row spreads them over the sets
+/// (docs/performance.md, step 9).
 pub(super) fn padded_stride(len: usize) -> usize {
     if len.is_multiple_of(256) {
         len + 16

@@ -67,6 +67,14 @@ fn back<P: 'static, T: 'static>(r: Result<T, P>) -> P {
     }
 }
 
+/// The primitive of a float tensor (the start of every dispatch; [`wrap`] is the way back).
+fn float<B: Backend, const D: usize>(t: Tensor<B, D>) -> B::FloatTensorPrimitive {
+    match t.into_primitive() {
+        TensorPrimitive::Float(p) => p,
+        TensorPrimitive::QFloat(_) => unreachable!("a float tensor's primitive is Float unless quantized"),
+    }
+}
+
 fn wrap<B: Backend, const D: usize, T: 'static>(y: T) -> Tensor<B, D> {
     match cast::<_, B::FloatTensorPrimitive>(y) {
         Ok(p) => Tensor::from_primitive(TensorPrimitive::Float(p)),

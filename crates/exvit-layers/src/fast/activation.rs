@@ -15,15 +15,12 @@ use burn_flex::{Flex, FlexTensor};
 use rayon::prelude::*;
 
 use super::gemm::Output;
-use super::{back, cast, contiguous, is_f32, wrap, AdFlex};
+use super::{back, cast, contiguous, float, is_f32, wrap, AdFlex};
 use std::mem::MaybeUninit;
 
 /// SiLU, `x * sigmoid(x)`, fused on burn-flex; burn's `activation::silu` elsewhere.
 pub fn silu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    let TensorPrimitive::Float(p) = x.into_primitive() else {
-        unreachable!("a float tensor's primitive is Float unless quantized")
-    };
-    let p = match cast::<B::FloatTensorPrimitive, FlexTensor>(p) {
+    let p = match cast::<B::FloatTensorPrimitive, FlexTensor>(float(x)) {
         Ok(t) if is_f32(&t) => return wrap::<B, D, _>(silu_forward(t, true).expect("f32")),
         r => back(r),
     };

@@ -24,7 +24,7 @@ use burn::tensor::TensorPrimitive;
 use burn_flex::{Flex, FlexTensor};
 use rayon::prelude::*;
 
-use super::{back, cast, contiguous, exp_nonpositive, is_f32, matmul, wrap, AdFlex, Shared};
+use super::{back, cast, contiguous, exp_nonpositive, float, is_f32, matmul, wrap, AdFlex, Shared};
 
 /// Attention of `heads` heads over `qkv` `[B, N, 3C]` (the packed projection, q then k then v,
 /// each `[H, hd]` within its `C`), scale `hd^-0.5`, no dropout: `[B, N, C]`, before `proj`.
@@ -33,10 +33,7 @@ pub fn attention<B: Backend>(qkv: Tensor<B, 3>, heads: usize) -> Tensor<B, 3> {
     let Some(geo) = Geometry::of(qkv.dims(), heads) else {
         return attention_generic(qkv, heads, |a| a);
     };
-    let TensorPrimitive::Float(p) = qkv.into_primitive() else {
-        unreachable!("a float tensor's primitive is Float unless quantized")
-    };
-    let p = match cast::<B::FloatTensorPrimitive, FlexTensor>(p) {
+    let p = match cast::<B::FloatTensorPrimitive, FlexTensor>(float(qkv)) {
         Ok(t) if is_f32(&t) => return wrap::<B, 3, _>(forward(&t, &geo, false).0),
         r => back(r),
     };

@@ -21,7 +21,7 @@ use burn_flex::{Flex, FlexTensor};
 use rayon::prelude::*;
 
 use super::gemm::Output;
-use super::{back, cast, contiguous, is_f32, wrap, AdFlex};
+use super::{back, cast, contiguous, float, is_f32, wrap, AdFlex};
 use std::mem::MaybeUninit;
 
 /// What the fused BN gives back: the output and the batch mean and biased variance per channel
@@ -48,11 +48,7 @@ pub fn batch_norm_train<B: Backend>(
     eps: f64,
 ) -> Result<BatchNormOutput<B>, BatchNormInputs<B>> {
     let device = x.device();
-    let prim = |t: TensorPrimitive<B>| match t {
-        TensorPrimitive::Float(p) => p,
-        _ => unreachable!("float tensors' primitives are Float unless quantized"),
-    };
-    let (px, pg, pb) = (prim(x.into_primitive()), prim(gamma.into_primitive()), prim(beta.into_primitive()));
+    let (px, pg, pb) = (float(x), float(gamma), float(beta));
     let stats = |mean: Vec<f32>, var: Vec<f32>| {
         let c = mean.len();
         (

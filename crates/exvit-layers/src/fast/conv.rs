@@ -10,7 +10,7 @@ use burn::tensor::TensorPrimitive;
 use burn_flex::{Flex, FlexTensor};
 
 use super::activation::silu_rows;
-use super::{back, cast, contiguous, is_f32, wrap, AdFlex};
+use super::{back, cast, contiguous, float, is_f32, wrap, AdFlex};
 
 /// What a convolution applies to its output, per output channel: `conv(x)·scale + shift`, then
 /// SiLU when `silu` — a conv, its folded eval-mode BatchNorm and its activation in one op. A
@@ -156,18 +156,10 @@ pub(super) fn conv_dispatch<B: Backend>(
     (forward, backward): (ConvForward, ConvBackward),
     generic: impl FnOnce(Tensor<B, 4>, Tensor<B, 4>, Option<Tensor<B, 1>>) -> Tensor<B, 4>,
 ) -> Tensor<B, 4> {
-    let (TensorPrimitive::Float(px), TensorPrimitive::Float(pw)) = (x.into_primitive(), w.into_primitive()) else {
-        unreachable!("float tensors' primitives are Float unless quantized")
-    };
-    let (px, pw) = match (cast::<_, FlexTensor>(px), cast::<_, FlexTensor>(pw)) {
+    let (px, pw) = match (cast::<_, FlexTensor>(float(x)), cast::<_, FlexTensor>(float(w))) {
         (Ok(x), Ok(w)) if is_f32(&x) && is_f32(&w) => {
             let flex = |t: Option<Tensor<B, 1>>| {
-                t.map(|t| match t.into_primitive() {
-                    TensorPrimitive::Float(p) => {
-                        contiguous(&cast::<_, FlexTensor>(p).unwrap_or_else(|_| unreachable!("same backend")))
-                    }
-                    _ => unreachable!("float"),
-                })
+                t.map(|t| contiguous(&cast::<_, FlexTensor>(float(t)).unwrap_or_else(|_| unreachable!("same backend"))))
             };
             let (scale, shift) = (flex(epi.scale), flex(epi.shift));
             fn slice(t: &FlexTensor) -> &[f32] {

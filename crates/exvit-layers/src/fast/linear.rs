@@ -19,7 +19,7 @@ use rayon::prelude::*;
 
 use super::activation::silu_rows;
 use super::gemm::{matmul, matmul_threads, Output};
-use super::{back, cast, contiguous, is_f32, wrap, AdFlex};
+use super::{back, cast, contiguous, float, is_f32, wrap, AdFlex};
 
 /// Rows per task: 64 for small inputs (at batch 1, eight tasks per thread balance best), up to
 /// 256 for large ones, where each task's gemm packs the weights once for more rows (4% of a
@@ -69,14 +69,6 @@ pub fn linear<B: Backend>(x: Tensor<B, 2>, w: Tensor<B, 2>, bias: Option<Tensor<
     let x = Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(px));
     let w = Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(pw));
     linear_generic(x, w, pb.map(|p| Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(p))), silu)
-}
-
-/// The primitive of a float tensor.
-fn float<B: Backend, const D: usize>(t: Tensor<B, D>) -> B::FloatTensorPrimitive {
-    match t.into_primitive() {
-        TensorPrimitive::Float(p) => p,
-        _ => unreachable!("a float tensor's primitive is Float unless quantized"),
-    }
 }
 
 /// burn's ops: the reference (`tests/fast.rs`) and every other backend's path.

@@ -22,7 +22,7 @@ use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 use super::gemm::Output;
-use super::{back, cast, contiguous, is_f32, wrap, AdFlex};
+use super::{back, cast, contiguous, float, is_f32, wrap, AdFlex};
 
 /// The geometry: `b` images of `c` channels, `nh × nw` patches of `p × p` pixels.
 #[derive(Debug, Clone, Copy)]
@@ -98,10 +98,7 @@ fn permutation<B: Backend, const D: usize, const E: usize>(
         }
     }
 
-    let TensorPrimitive::Float(px) = x.into_primitive() else {
-        unreachable!("a float tensor's primitive is Float unless quantized")
-    };
-    let px = match cast::<B::FloatTensorPrimitive, FlexTensor>(px) {
+    let px = match cast::<B::FloatTensorPrimitive, FlexTensor>(float(x)) {
         Ok(t) if is_f32(&t) => return wrap::<B, E, _>(forward(&t, &g)),
         r => back(r),
     };

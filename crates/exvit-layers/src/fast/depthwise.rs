@@ -127,6 +127,66 @@ multiversion! {
 }
 
 multiversion! {
+    /// Adds to `dw [k×k]` this plane's weight gradient: tap (ky, kx) gains `Σ dY[oy, ox] ·
+    /// x[oy·s + ky − p, ox·s + kx − p]`, from the output gradient `grad [Ho, Wo]` and the padded,
+    /// phased input plane `buf` (`pad_into_phases`, phase length `m`), where every tap reads a
+    /// contiguous run as in [`plane_forward`]. A 3×3 filter keeps its nine sums in vector
+    /// registers over the whole plane ([`GRAD_LANES`] lanes each); other sizes take one tap's
+    /// row at a time.
+    fn plane_grad_w(dw: &mut [f32], grad: &[f32], buf: &[f32], m: usize, g: &Geo) {
+        let (s, wo, ks) = (g.s, g.wo, g.k);
+        let rows = s * m;
+        let at = |kx: usize| kx % s * m + kx / s;
+        if ks == 3 {
+            const L: usize = GRAD_LANES;
+            let offs = [at(0), at(1), at(2)];
+            let full = wo / L * L;
+            let mut acc = [[0f32; L]; 9];
+            let mut tail = [0f32; 9];
+            for (oy, gr) in grad.chunks_exact(wo).enumerate() {
+                let b = &buf[oy * s * rows..];
+                for j0 in (0..full).step_by(L) {
+                    let gv: &[f32; L] = gr[j0..j0 + L].try_into().expect("lanes");
+                    for ky in 0..3 {
+                        for kx in 0..3 {
+                            let src: &[f32; L] = b[ky * rows + offs[kx] + j0..][..L].try_into().expect("lanes");
+                            let a = &mut acc[ky * 3 + kx];
+                            for l in 0..L {
+                                a[l] += gv[l] * src[l];
+                            }
+                        }
+                    }
+                }
+                for j in full..wo {
+                    for ky in 0..3 {
+                        for kx in 0..3 {
+                            tail[ky * 3 + kx] += gr[j] * b[ky * rows + offs[kx] + j];
+                        }
+                    }
+                }
+            }
+            for ((d, a), t) in dw.iter_mut().zip(&acc).zip(tail) {
+                *d += a.iter().sum::<f32>() + t;
+            }
+        } else {
+            for (oy, gr) in grad.chunks_exact(wo).enumerate() {
+                let b = &buf[oy * s * rows..];
+                for ky in 0..ks {
+                    for kx in 0..ks {
+                        let src = &b[ky * rows + at(kx)..][..wo];
+                        dw[ky * ks + kx] += gr.iter().zip(src).map(|(a, b)| a * b).sum::<f32>();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Lanes of each of [`plane_grad_w`]'s nine sums: eight, so that the nine fit the sixteen
+/// vector registers of AVX2 with room for the operands.
+const GRAD_LANES: usize = 8;
+
+multiversion! {
     /// `o[j·s] += a · v[j]`.
     fn scatter_axpy(o: &mut [f32], v: &[f32], a: f32, s: usize) {
         if s == 1 {
@@ -138,33 +198,6 @@ multiversion! {
                 o[j * s] += a * v;
             }
         }
-    }
-}
-
-multiversion! {
-    /// `Σ_j u[j] · v[j·s]`, in 16 lanes.
-    fn dot_strided(u: &[f32], v: &[f32], s: usize) -> f32 {
-        let mut acc = [0f32; 16];
-        let full = u.len() / 16 * 16;
-        if s == 1 {
-            // Contiguous: the common case, kept apart so that it vectorises without gathers.
-            for (a, b) in u[..full].chunks_exact(16).zip(v[..full].chunks_exact(16)) {
-                for l in 0..16 {
-                    acc[l] += a[l] * b[l];
-                }
-            }
-        } else {
-            for j0 in (0..full).step_by(16) {
-                for l in 0..16 {
-                    acc[l] += u[j0 + l] * v[(j0 + l) * s];
-                }
-            }
-        }
-        let mut t: f32 = acc.iter().sum();
-        for j in full..u.len() {
-            t += u[j] * v[j * s];
-        }
-        t
     }
 }
 
@@ -213,7 +246,9 @@ fn forward(x: &FlexTensor, w: &FlexTensor, epi: &Epi, g: &Geo) -> FlexTensor {
 const PIXELS_PER_TASK: usize = 1024;
 
 /// The gradients of `x` (when `want_x`) and of `w` (when `want_w`): one task per channel, over
-/// all images.
+/// all images. The weight gradient reads the padded, phased input plane as the forward does
+/// ([`plane_grad_w`]); the input gradient is, at stride 1, the forward's kernel on the padded
+/// output gradient, and otherwise a scatter of each tap's rows.
 fn backward(
     x: &FlexTensor,
     w: &FlexTensor,
@@ -229,26 +264,37 @@ fn backward(
     let mut dx = if want_x { vec![0f32; g.n * c * hw] } else { Vec::new() };
     let dxp = Shared(dx.as_mut_ptr());
     let mut dw = vec![0f32; c * k * k];
-    dw.par_chunks_mut(k * k).enumerate().for_each(|(ch, dwc)| {
-        for b in 0..g.n {
-            let t = b * c + ch;
-            let (plane, grad) = (&xs[t * hw..(t + 1) * hw], &ds[t * pix..(t + 1) * pix]);
-            if want_w {
-                taps(g, |ky, kx, oy, iy, lo, hi, ix0| {
-                    let row = &grad[oy * g.wo + lo..oy * g.wo + hi];
-                    dwc[ky * k + kx] += dot_strided(row, &plane[iy * g.w + ix0..], g.s);
-                });
+    // At stride 1 the input gradient is the forward conv of the padded output gradient with the
+    // flipped filter (padding k − 1 − p), which sums its taps in registers.
+    let transposed = (g.s == 1 && g.p < k).then(|| Geo::new([g.n, c, g.ho, g.wo], c, k, 1, k - 1 - g.p)).flatten();
+    dw.par_chunks_mut(k * k).enumerate().for_each_init(
+        || (Vec::new(), Vec::new()),
+        |(buf, flipped), (ch, dwc)| {
+            flipped.clear();
+            flipped.extend(ws[ch * k * k..(ch + 1) * k * k].iter().rev());
+            for b in 0..g.n {
+                let t = b * c + ch;
+                let (plane, grad) = (&xs[t * hw..(t + 1) * hw], &ds[t * pix..(t + 1) * pix]);
+                if want_w {
+                    let m = pad_into_phases(buf, plane, g);
+                    plane_grad_w(dwc, grad, buf, m, g);
+                }
+                if want_x {
+                    // SAFETY: the plane (b, ch) of dx is written by this task only.
+                    let dxc = unsafe { std::slice::from_raw_parts_mut(dxp.at(t * hw), hw) };
+                    if let Some(gt) = &transposed {
+                        let m = pad_into_phases(buf, grad, gt);
+                        plane_forward(dxc, buf, m, flipped, false, gt);
+                    } else {
+                        taps(g, |ky, kx, oy, iy, lo, hi, ix0| {
+                            let wv = ws[(ch * k + ky) * k + kx];
+                            scatter_axpy(&mut dxc[iy * g.w + ix0..], &grad[oy * g.wo + lo..oy * g.wo + hi], wv, g.s);
+                        });
+                    }
+                }
             }
-            if want_x {
-                // SAFETY: the plane (b, ch) of dx is written by this task only.
-                let dxc = unsafe { std::slice::from_raw_parts_mut(dxp.at(t * hw), hw) };
-                taps(g, |ky, kx, oy, iy, lo, hi, ix0| {
-                    let wv = ws[(ch * k + ky) * k + kx];
-                    scatter_axpy(&mut dxc[iy * g.w + ix0..], &grad[oy * g.wo + lo..oy * g.wo + hi], wv, g.s);
-                });
-            }
-        }
-    });
+        },
+    );
     let dx = want_x.then(|| FlexTensor::from_data(TensorData::new(dx, [g.n, c, g.h, g.w])));
     (dx, want_w.then(|| FlexTensor::from_data(TensorData::new(dw, [c, 1, k, k]))))
 }

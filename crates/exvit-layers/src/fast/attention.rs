@@ -24,7 +24,8 @@ use burn::tensor::TensorPrimitive;
 use burn_flex::{Flex, FlexTensor};
 use rayon::prelude::*;
 
-use super::{back, cast, contiguous, exp_nonpositive, float, is_f32, matmul, wrap, AdFlex, Shared};
+use super::gemm::{init, Output};
+use super::{back, cast, contiguous, exp_nonpositive, float, is_f32, matmul, wrap, AdFlex};
 
 /// Attention of `heads` heads over `qkv` `[B, N, 3C]` (the packed projection, q then k then v,
 /// each `[H, hd]` within its `C`), scale `hd^-0.5`, no dropout: `[B, N, C]`, before `proj`.
@@ -99,8 +100,10 @@ fn forward(qkv: &FlexTensor, g: &Geometry, keep: bool) -> (FlexTensor, Option<Fl
     let Geometry { b, n, c, h, hd, scale } = *g;
     let qkv = contiguous(qkv);
     let src = qkv.as_slice::<f32>().expect("contiguous f32");
-    let mut y = vec![0f32; b * n * c];
-    let out = Shared(y.as_mut_ptr());
+    // Uninitialised: every (sequence, head) task writes its columns of y (and its block of the
+    // weights) in full, with gemm's `accumulate` off (zeroing them first was ~10% of the pass).
+    let mut y = Output::new(b * n * c);
+    let out = y.shared();
     let head = |t: usize, s: &mut [f32]| {
         let (bi, hi) = (t / h, t % h);
         let base = bi * n * 3 * c + hi * hd;
@@ -117,14 +120,17 @@ fn forward(qkv: &FlexTensor, g: &Geometry, keep: bool) -> (FlexTensor, Option<Fl
         }
     };
     let p = if keep {
-        let mut p = vec![0f32; b * h * n * n];
-        p.par_chunks_mut(n * n).enumerate().for_each(|(t, s)| head(t, s));
-        Some(FlexTensor::from_data(TensorData::new(p, [b, h, n, n])))
+        let mut p = Output::new(b * h * n * n);
+        // SAFETY: gemm writes all of s (S = scale·QKᵀ) before the softmax reads it.
+        p.chunks(n * n).enumerate().for_each(|(t, s)| head(t, unsafe { init(s) }));
+        // SAFETY: the tasks wrote every block.
+        Some(FlexTensor::from_data(TensorData::new(unsafe { p.assume_init() }, [b, h, n, n])))
     } else {
         (0..b * h).into_par_iter().for_each_init(|| vec![0f32; n * n], |s, t| head(t, s));
         None
     };
-    (FlexTensor::from_data(TensorData::new(y, [b, n, c])), p)
+    // SAFETY: the heads' columns cover every row of y.
+    (FlexTensor::from_data(TensorData::new(unsafe { y.assume_init() }, [b, n, c])), p)
 }
 
 /// The gradient of `qkv` from the output's gradient `dy` `[B, N, C]` and the weights `p`.
@@ -135,8 +141,9 @@ fn backward(qkv: &FlexTensor, p: &FlexTensor, dy: &FlexTensor, g: &Geometry) -> 
     let weights = p.as_slice::<f32>().expect("contiguous f32");
     let dys = dy.as_slice::<f32>().expect("contiguous f32");
     assert_eq!(dys.len(), b * n * c, "attention backward: output gradient of another shape");
-    let mut dqkv = vec![0f32; b * n * 3 * c];
-    let out = Shared(dqkv.as_mut_ptr());
+    // Uninitialised: each task writes its head's q, k and v columns in full (no accumulation).
+    let mut dqkv = Output::new(b * n * 3 * c);
+    let out = dqkv.shared();
     (0..b * h).into_par_iter().for_each_init(
         || vec![0f32; n * n],
         |ds, t| {
@@ -158,7 +165,8 @@ fn backward(qkv: &FlexTensor, p: &FlexTensor, dy: &FlexTensor, g: &Geometry) -> 
             }
         },
     );
-    FlexTensor::from_data(TensorData::new(dqkv, [b, n, 3 * c]))
+    // SAFETY: the heads' q, k and v columns cover every row.
+    FlexTensor::from_data(TensorData::new(unsafe { dqkv.assume_init() }, [b, n, 3 * c]))
 }
 
 /// The autodiff op: the weights and `qkv` are the backward's state.

@@ -227,13 +227,28 @@ impl<B: Backend> LayerNorm<B> {
     /// Normalises the last dimension of `[.., dim]`.
     /// A half-precision input is normalised in the parameters' dtype (f32), as autocast runs
     /// LayerNorm, and returned in its own dtype.
+    /// Fused on burn-flex f32 (`fast::layer_norm`), [`forward_generic`](Self::forward_generic)
+    /// elsewhere.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         or_panic(check_last_dim(&|| format!("LayerNorm({})", self.dim), x.dims(), self.dim));
-        let weight = self.weight.val();
+        match crate::fast::layer_norm(x, self.weight.val(), self.bias.val(), self.eps) {
+            Ok(y) => y,
+            Err((x, weight, bias)) => self.generic(x, weight, bias),
+        }
+    }
+
+    /// The forward in burn's tensor ops: the path of every backend but flex, and the fused
+    /// kernel's reference in tests.
+    pub fn forward_generic<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        or_panic(check_last_dim(&|| format!("LayerNorm({})", self.dim), x.dims(), self.dim));
+        self.generic(x, self.weight.val(), self.bias.val())
+    }
+
+    fn generic<const D: usize>(&self, x: Tensor<B, D>, weight: Tensor<B, 1>, bias: Tensor<B, 1>) -> Tensor<B, D> {
         crate::precision::promoted(x, weight.dtype(), |x| {
             let (var, mean) = x.clone().var_mean_bias(D - 1);
             let y = x.sub(mean).div(var.add_scalar(self.eps).sqrt());
-            y.mul(weight.unsqueeze()).add(self.bias.val().unsqueeze())
+            y.mul(weight.unsqueeze()).add(bias.unsqueeze())
         })
     }
 }

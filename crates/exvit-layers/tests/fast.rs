@@ -1,7 +1,8 @@
 //! The fused kernels of `exvit_layers::fast` against burn's generic ops on the same backend (the
 //! reference): SiLU against `activation::silu` (`x * sigmoid(x)`), attention against
 //! `attention_generic` (timm's reshape, permute, matmul, softmax), the 1x1 conv against burn's
-//! `conv2d` and so are the dense k×k conv (im2col) and the depthwise conv, training-mode BatchNorm against `BatchNorm2d::forward_train_generic`; their
+//! `conv2d` and so are the dense k×k conv (im2col) and the depthwise conv, training-mode BatchNorm against `BatchNorm2d::forward_train_generic`, LayerNorm against
+//! `LayerNorm::forward_generic`; their
 //! gradients against
 //! burn's autodiff of the generic path and against central finite differences.
 
@@ -13,10 +14,10 @@ use burn::tensor::ops::ConvOptions;
 use burn::tensor::TensorData;
 use burn_flex::{Flex, FlexDevice};
 use exvit_layers::fast::{
-    attention, attention_generic, batch_norm_train, conv1x1, conv2d_dense, conv2d_depthwise, linear, linear_generic,
-    silu, Epilogue,
+    attention, attention_generic, batch_norm_train, conv1x1, conv2d_dense, conv2d_depthwise, layer_norm, linear,
+    linear_generic, silu, Epilogue,
 };
-use exvit_layers::BatchNorm2dConfig;
+use exvit_layers::{BatchNorm2dConfig, LayerNormConfig};
 
 type AD = Autodiff<Flex>;
 const DEV: FlexDevice = FlexDevice;
@@ -630,6 +631,76 @@ fn batch_norm_train_gradient_matches_finite_differences() {
     check_central_differences("x", &x0, &got[0], 5e-3, |v| loss(v, &g0, &b0));
     check_central_differences("gamma", &g0, &got[1], 5e-3, |v| loss(&x0, v, &b0));
     check_central_differences("beta", &b0, &got[2], 5e-3, |v| loss(&x0, &g0, v));
+}
+
+/// The fused LayerNorm and the generic one (`LayerNorm::forward_generic`) on the same
+/// `[rows, c]` input, through `[2, rows/2, c]`: output and the gradients of x, weight and bias
+/// for the loss `sum(y * r)`.
+fn ln_both(rows: usize, c: usize, seed: u64) -> [(Vec<f32>, Vec<f32>); 4] {
+    // An offset and a spread per row, so that the statistics matter.
+    let x0 = input([1, 1, rows, c], 1.5, seed) + input([1, 1, rows, 1], 3.0, seed + 1);
+    let x0: Tensor<Flex, 3> = x0.reshape([2, rows / 2, c]);
+    let g0 = input([1, 1, 1, c], 1.0, seed + 2).reshape([c]);
+    let b0 = input([1, 1, 1, c], 1.0, seed + 3).reshape([c]);
+    let r: Tensor<Flex, 3> = input([1, 1, rows, c], 1.0, seed + 4).reshape([2, rows / 2, c]);
+    let run = |fused: bool| {
+        let mut ln = LayerNormConfig::new(c).init::<AD>(&DEV);
+        ln.weight = burn::module::Param::from_tensor(Tensor::from_inner(g0.clone()));
+        ln.bias = burn::module::Param::from_tensor(Tensor::from_inner(b0.clone()));
+        let x = Tensor::<AD, 3>::from_inner(x0.clone()).require_grad();
+        let y = if fused { ln.forward(x.clone()) } else { ln.forward_generic(x.clone()) };
+        let grads = (y.clone() * Tensor::from_inner(r.clone())).sum().backward();
+        [
+            values(y),
+            values(x.grad(&grads).unwrap()),
+            values(ln.weight.val().grad(&grads).unwrap()),
+            values(ln.bias.val().grad(&grads).unwrap()),
+        ]
+    };
+    let (f, g) = (run(true), run(false));
+    let mut out: Vec<(Vec<f32>, Vec<f32>)> = f.into_iter().zip(g).collect();
+    std::array::from_fn(|_| out.remove(0))
+}
+
+#[test]
+fn layer_norm_equals_the_generic_path() {
+    // Rows below and above the 16 lanes, odd widths, and more rows than one task's block (256).
+    for (k, (rows, c)) in [(6, 8), (10, 17), (4, 1), (600, 64), (2, 144)].into_iter().enumerate() {
+        let names = ["output", "x gradient", "weight gradient", "bias gradient"];
+        for (name, (fast, reference)) in names.iter().zip(ln_both(rows, c, 400 + 10 * k as u64)) {
+            assert_eq!(fast.len(), reference.len(), "{name}");
+            assert!(max_rel(&fast, &reference) < 2e-4, "{name}, {rows}x{c}: {}", max_rel(&fast, &reference));
+        }
+    }
+    // On the plain backend too (no autodiff).
+    let ln = LayerNormConfig::new(5).init::<Flex>(&DEV);
+    let x: Tensor<Flex, 2> = input([1, 1, 7, 5], 2.0, 9).reshape([7, 5]);
+    assert!(max_rel(&values(ln.forward(x.clone())), &values(ln.forward_generic(x))) < 2e-5);
+}
+
+#[test]
+fn layer_norm_gradient_matches_finite_differences() {
+    let (rows, c) = (3, 5);
+    let x0 = values(input([1, 1, rows, c], 2.0, 500));
+    let g0 = values(input([1, 1, 1, c], 1.0, 501));
+    let b0 = values(input([1, 1, 1, c], 1.0, 502));
+    let r: Tensor<Flex, 2> = input([1, 1, rows, c], 1.0, 503).reshape([rows, c]);
+    let loss = |xv: &[f32], gv: &[f32], bv: &[f32]| -> f64 {
+        let x = Tensor::<Flex, 2>::from_data(TensorData::new(xv.to_vec(), [rows, c]), &DEV);
+        let g = Tensor::<Flex, 1>::from_data(TensorData::new(gv.to_vec(), [c]), &DEV);
+        let b = Tensor::<Flex, 1>::from_data(TensorData::new(bv.to_vec(), [c]), &DEV);
+        let y = layer_norm(x, g, b, 1e-5).unwrap_or_else(|_| panic!("fused"));
+        values(y * r.clone()).iter().map(|&v| v as f64).sum()
+    };
+    let x = Tensor::<AD, 2>::from_data(TensorData::new(x0.clone(), [rows, c]), &DEV).require_grad();
+    let g = Tensor::<AD, 1>::from_data(TensorData::new(g0.clone(), [c]), &DEV).require_grad();
+    let b = Tensor::<AD, 1>::from_data(TensorData::new(b0.clone(), [c]), &DEV).require_grad();
+    let y = layer_norm(x.clone(), g.clone(), b.clone(), 1e-5).unwrap_or_else(|_| panic!("fused"));
+    let grads = (y * Tensor::from_inner(r.clone())).sum().backward();
+    let got = [values(x.grad(&grads).unwrap()), values(g.grad(&grads).unwrap()), values(b.grad(&grads).unwrap())];
+    check_central_differences("x", &x0, &got[0], 5e-3, |v| loss(v, &g0, &b0));
+    check_central_differences("weight", &g0, &got[1], 5e-3, |v| loss(&x0, v, &b0));
+    check_central_differences("bias", &b0, &got[2], 5e-3, |v| loss(&x0, &g0, v));
 }
 
 #[test]

@@ -27,6 +27,8 @@ OPS = [
     ("dense conv: forward", r"exvit_layers::fast::dense::forward"),
     ("depthwise conv: backward", r"exvit_layers::fast::depthwise::backward"),
     ("depthwise conv: forward", r"exvit_layers::fast::depthwise::forward"),
+    ("LayerNorm (fused): backward", r"exvit_layers::fast::layer_norm::backward"),
+    ("LayerNorm (fused): forward", r"exvit_layers::fast::layer_norm::(forward|autodiff|layer_norm)"),
     ("linear (fused): backward", r"exvit_layers::fast::linear::(grad_|linear_autodiff|backward)"),
     ("linear (fused): forward", r"exvit_layers::fast::linear::forward"),
     ("1x1 conv: backward", r"exvit_layers::fast::pointwise::(grad_weight|grad_input|backward)"),

@@ -132,7 +132,7 @@ fn forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, eps: f64) -> (
     let (xs, gs, bs) =
         (xc.as_slice::<f32>().expect("f32"), gc.as_slice::<f32>().expect("f32"), bc.as_slice::<f32>().expect("f32"));
     let c = gs.len();
-    let rows = if c == 0 { 0 } else { xs.len() / c };
+    let rows = xs.len().checked_div(c).unwrap_or(0);
     let mut y = Output::new(rows * c);
     let mut stats = vec![(0f32, 0f32); rows];
     if c > 0 {

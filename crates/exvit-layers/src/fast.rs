@@ -95,6 +95,12 @@ fn is_f32(t: &FlexTensor) -> bool {
     t.dtype() == DType::F32
 }
 
+/// Element-wise `a + b` of two tasks' partial sums (the combining step of a rayon `reduce`).
+fn add_partials(mut a: Vec<f32>, b: Vec<f32>) -> Vec<f32> {
+    a.iter_mut().zip(&b).for_each(|(a, &v)| *a += v);
+    a
+}
+
 fn contiguous(x: &FlexTensor) -> FlexTensor {
     match x.as_slice::<f32>() {
         Some(s) if s.len() == x.layout().num_elements() => x.clone(),

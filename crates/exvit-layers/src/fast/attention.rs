@@ -101,7 +101,7 @@ fn forward(qkv: &FlexTensor, g: &Geometry, keep: bool) -> (FlexTensor, Option<Fl
     let qkv = contiguous(qkv);
     let src = qkv.as_slice::<f32>().expect("contiguous f32");
     // Uninitialised: every (sequence, head) task writes its columns of y (and its block of the
-    // weights) in full, with gemm's `accumulate` off (zeroing them first was ~10% of the pass).
+    // weights) in full, with gemm's `accumulate` off (zeroing them first was ~13% of the pass).
     let mut y = Output::new(b * n * c);
     let out = y.shared();
     let head = |t: usize, s: &mut [f32]| {

@@ -2,9 +2,9 @@
 //!
 //! burn's tensor ops run it as a mean, a variance, a subtraction, a square root, a division and
 //! the affine map (each a pass over the activation that allocates one), and the backward
-//! retraces them with broadcasts and sums: in a mobilevit_xxs train step at batch 16 that was
-//! ~3% of the forward and a share of the backward's generic ops, where PyTorch's fused kernel
-//! takes ~1% (docs/performance.md, step 10). Here a task takes a block of rows: per row, the
+//! retraces them with broadcasts and sums: in a mobilevit_xxs train step at batch 16 (1 thread)
+//! its forward alone was ~3% of the step's samples, and most of the backward's generic ops came
+//! from it, ~100 ms a step against PyTorch's 16 (docs/performance.md, step 10). Here a task takes a block of rows: per row, the
 //! mean and the variance (two passes over a row in cache), then the output; the backward is
 //! one pass per row, with the γ and β gradients summed per block.
 //!
@@ -22,7 +22,7 @@ use burn_flex::{Flex, FlexTensor};
 use rayon::prelude::*;
 
 use super::gemm::Output;
-use super::{back, cast, contiguous, float, is_f32, wrap, AdFlex};
+use super::{add_partials, back, cast, contiguous, float, is_f32, wrap, AdFlex};
 use std::mem::MaybeUninit;
 
 /// The inputs, given back when the backend has no fused LayerNorm: `x`, `weight`, `bias`.
@@ -132,14 +132,12 @@ fn forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, eps: f64) -> (
     let (xs, gs, bs) =
         (xc.as_slice::<f32>().expect("f32"), gc.as_slice::<f32>().expect("f32"), bc.as_slice::<f32>().expect("f32"));
     let c = gs.len();
-    let rows = xs.len().checked_div(c).unwrap_or(0);
-    let mut y = Output::new(rows * c);
-    let mut stats = vec![(0f32, 0f32); rows];
-    if c > 0 {
-        y.chunks(ROWS * c).zip(stats.par_chunks_mut(ROWS)).enumerate().for_each(|(blk, (yb, st))| {
-            forward_rows(yb, &xs[blk * ROWS * c..][..yb.len()], gs, bs, eps as f32, st);
-        });
-    }
+    let mut y = Output::new(xs.len());
+    let mut stats = vec![(0f32, 0f32); xs.len().checked_div(c).unwrap_or(0)];
+    // (`c.max(1)`: with no features there are no elements, and no blocks.)
+    y.chunks(ROWS * c.max(1)).zip(stats.par_chunks_mut(ROWS)).enumerate().for_each(|(blk, (yb, st))| {
+        forward_rows(yb, &xs[blk * ROWS * c..][..yb.len()], gs, bs, eps as f32, st);
+    });
     // SAFETY: the blocks cover y, each row written by `forward_rows`.
     (FlexTensor::from_data(TensorData::new(unsafe { y.assume_init() }, shape)), stats)
 }
@@ -153,27 +151,19 @@ fn backward(x: &FlexTensor, gamma: &FlexTensor, stats: &[(f32, f32)], dy: &FlexT
     assert_eq!(ds.len(), xs.len(), "layer_norm backward: output gradient of another shape");
     let c = gs.len();
     let mut dx = Output::new(xs.len());
-    let sums = if c == 0 {
-        vec![0f32; 0]
-    } else {
-        dx.chunks(ROWS * c)
-            .enumerate()
-            .map(|(blk, dxb)| {
-                let at = blk * ROWS * c..blk * ROWS * c + dxb.len();
-                let mut sums = vec![0f32; 2 * c];
-                let (dg, db) = sums.split_at_mut(c);
-                backward_rows(dxb, &ds[at.clone()], &xs[at], gs, &stats[blk * ROWS..], dg, db);
-                sums
-            })
-            .reduce(
-                || vec![0f32; 2 * c],
-                |mut a, b| {
-                    a.iter_mut().zip(&b).for_each(|(a, &v)| *a += v);
-                    a
-                },
-            )
-    };
-    let (dgamma, dbeta) = if c == 0 { (Vec::new(), Vec::new()) } else { (sums[..c].to_vec(), sums[c..].to_vec()) };
+    // Per block, dγ then dβ in one vector; summed over blocks.
+    let mut dgamma = dx
+        .chunks(ROWS * c.max(1))
+        .enumerate()
+        .map(|(blk, dxb)| {
+            let at = blk * ROWS * c..blk * ROWS * c + dxb.len();
+            let mut sums = vec![0f32; 2 * c];
+            let (dg, db) = sums.split_at_mut(c);
+            backward_rows(dxb, &ds[at.clone()], &xs[at], gs, &stats[blk * ROWS..], dg, db);
+            sums
+        })
+        .reduce(|| vec![0f32; 2 * c], add_partials);
+    let dbeta = dgamma.split_off(c);
     // SAFETY: the blocks cover dx, each row written by `backward_rows`.
     let dx = unsafe { dx.assume_init() };
     [

@@ -19,7 +19,7 @@ use rayon::prelude::*;
 
 use super::activation::silu_rows;
 use super::gemm::{matmul, matmul_threads, Output};
-use super::{back, cast, contiguous, float, is_f32, wrap, AdFlex};
+use super::{add_partials, back, cast, contiguous, float, is_f32, wrap, AdFlex};
 
 /// Rows per task: 64 for small inputs (at batch 1, eight tasks per thread balance best), up to
 /// 256 for large ones, where each task's gemm packs the weights once for more rows (4% of a
@@ -211,13 +211,7 @@ fn grad_bias(dy: &FlexTensor) -> FlexTensor {
             }
             acc
         })
-        .reduce(
-            || vec![0f32; d_out],
-            |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(a, &v)| *a += v);
-                a
-            },
-        );
+        .reduce(|| vec![0f32; d_out], add_partials);
     FlexTensor::from_data(TensorData::new(db, [d_out]))
 }
 

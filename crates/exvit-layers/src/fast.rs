@@ -8,7 +8,7 @@
 //! holds that dispatch (`cast`, `back`, `wrap`); the rest is one module per concern:
 //! `simd` (`multiversion!`), `gemm` (strided gemm on rayon), `conv` (the convolutions' shared
 //! dispatch and autodiff op), `activation` (SiLU and the vectorisable `exp`), and the kernels
-//! [`attention`], [`conv1x1`], [`conv2d_dense`], [`conv2d_depthwise`], [`batch_norm_train`], [`layer_norm`], [`linear`], and the probe's host-slice kernels [`xent_line`] and [`xent_grad`].
+//! [`attention`], [`conv1x1`], [`conv2d_dense`], [`conv2d_depthwise`], [`batch_norm_train`], [`layer_norm`], [`linear`], and the probe's host-slice kernels [`xent_line`], [`xent_grad`], [`matmul_nn`] and [`matmul_tn`].
 
 use std::any::Any;
 
@@ -37,6 +37,7 @@ pub use attention::{attention, attention_generic};
 pub use batch_norm::{batch_norm_train, BatchNormInputs, BatchNormOutput};
 pub use dense::conv2d_dense;
 pub use depthwise::conv2d_depthwise;
+pub use gemm::{matmul_nn, matmul_tn};
 pub use layer_norm::{layer_norm, LayerNormInputs};
 pub use linear::{linear, linear_generic};
 pub use patches::{fold_patches, unfold_patches};

@@ -776,3 +776,42 @@ fn unfold_and_fold_equal_reshape_and_permute() {
         assert_eq!(values(ta.grad(&g).unwrap()), values(unfold_patches(x, p)), "fold gradient {shape:?}");
     }
 }
+
+/// The probe's host products against an f64 product: sizes that are no multiple of gemm's
+/// tiles or of the thread count (`matmul_tn` splits the rows among the threads and adds their
+/// partials), with and without a bias, into buffers holding garbage.
+#[test]
+fn probe_products_match_a_naive_product() {
+    use exvit_layers::fast::{matmul_nn, matmul_tn};
+    let det = |n: usize, seed: u64| values(input([1, 1, 1, n], 1.0, seed));
+    for (n, d, k) in [(1001, 37, 23), (3, 70, 1001), (1, 1, 1)] {
+        let (x, w, g, b) = (det(n * d, 1), det(d * k, 2), det(n * k, 3), det(k, 4));
+        for bias in [None, Some(b.as_slice())] {
+            let mut out = vec![f32::NAN; n * k];
+            matmul_nn(&x, [n, d], &w, k, bias, &mut out);
+            for i in 0..n {
+                for j in 0..k {
+                    let want = (0..d).map(|c| f64::from(x[i * d + c]) * f64::from(w[c * k + j])).sum::<f64>()
+                        + bias.map_or(0.0, |b| f64::from(b[j]));
+                    let got = f64::from(out[i * k + j]);
+                    assert!(
+                        (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                        "x·w [{n},{d},{k}] ({i},{j}): {got} vs {want}"
+                    );
+                }
+            }
+        }
+        let mut out = vec![f32::NAN; d * k];
+        matmul_tn(&x, [n, d], &g, k, &mut out);
+        for c in 0..d {
+            for j in 0..k {
+                let want = (0..n).map(|i| f64::from(x[i * d + c]) * f64::from(g[i * k + j])).sum::<f64>();
+                let got = f64::from(out[c * k + j]);
+                assert!(
+                    (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                    "xᵀ·g [{n},{d},{k}] ({c},{j}): {got} vs {want}"
+                );
+            }
+        }
+    }
+}

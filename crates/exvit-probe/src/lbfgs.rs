@@ -128,6 +128,14 @@ pub fn minimize<B: Backend, O: LineObjective<B>>(obj: &mut O, cfg: &LbfgsConfig)
         t = t_new;
         grad = obj.accept(t);
         out.gradients += 1;
+        tracing::debug!(
+            iteration = out.iterations,
+            loss,
+            step = t,
+            evals = out.evals,
+            grad_max = abs_max(&grad),
+            "l-bfgs"
+        );
         prev = Some((g_prev, t));
         if out.evals >= cfg.max_eval
             || abs_max(&grad) <= cfg.tol_grad

@@ -18,6 +18,7 @@ pub mod extract;
 pub mod lbfgs;
 pub mod matrix;
 mod objective;
+mod objective_host;
 pub mod pool;
 pub mod probe;
 pub mod study;

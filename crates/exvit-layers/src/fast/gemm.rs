@@ -185,3 +185,118 @@ pub(super) unsafe fn matmul_threads(
         parallelism,
     )
 }
+
+/// `out[n×k] = x[n×d] · w[d×k]` (+ `bias` `[k]` on every row), row-major slices, on all of
+/// rayon's threads: the probe's logits of a point or a direction. `out` is overwritten (it may
+/// hold anything on entry), so a caller reuses one buffer across calls. Without a bias the
+/// product writes `out` once; a bias costs one more pass over it.
+///
+/// # Panics
+/// When a slice's length disagrees with the shape.
+///
+/// # Example
+/// ```
+/// use exvit_layers::fast::matmul_nn;
+///
+/// let x = [1.0, 2.0, 3.0, 4.0]; // [2, 2]
+/// let w = [1.0, 0.0, 1.0, 0.0, 1.0, 1.0]; // [2, 3]
+/// let mut out = vec![f32::NAN; 6];
+/// matmul_nn(&x, [2, 2], &w, 3, Some(&[0.5, 0.0, -1.0]), &mut out);
+/// assert_eq!(out, [1.5, 2.0, 2.0, 3.5, 4.0, 6.0]);
+/// matmul_nn(&x, [2, 2], &w, 3, None, &mut out);
+/// assert_eq!(out, [1.0, 2.0, 3.0, 3.0, 4.0, 7.0]);
+/// ```
+pub fn matmul_nn(x: &[f32], [n, d]: [usize; 2], w: &[f32], k: usize, bias: Option<&[f32]>, out: &mut [f32]) {
+    use rayon::prelude::*;
+    assert!(x.len() == n * d && w.len() == d * k && out.len() == n * k, "matmul_nn: shapes disagree");
+    assert!(bias.is_none_or(|b| b.len() == k), "matmul_nn: the bias is not [k]");
+    if k == 0 {
+        return;
+    }
+    if d == 0 {
+        out.par_chunks_mut(k).for_each(|row| match bias {
+            Some(b) => row.copy_from_slice(b),
+            None => row.fill(0.0),
+        });
+        return;
+    }
+    if let Some(b) = bias {
+        out.par_chunks_mut(k).for_each(|row| row.copy_from_slice(b));
+    }
+    // SAFETY: row-major [n, d], [d, k] and [n, k] slices of the checked lengths; out is a
+    // unique borrow (read only when it holds the bias).
+    unsafe {
+        matmul_threads(
+            (n, k, d),
+            out.as_mut_ptr(),
+            (1, k),
+            bias.is_some(),
+            x.as_ptr(),
+            (1, d),
+            w.as_ptr(),
+            (1, k),
+            1.0,
+            rayon::current_num_threads(),
+        )
+    }
+}
+
+/// `out[d×k] = xᵀ · g` for row-major `x[n×d]` and `g[n×k]`, on all of rayon's threads: the
+/// probe's weight gradient. The sum over the `n` rows is split among the threads, each
+/// multiplying its block of rows into its own partial `[d×k]` (the first into `out`), and the
+/// partials are added. With `n` far above `d` and `k` that keeps every core on one long
+/// product: at 50,000 x 640 x 1000 on 2 threads (Intel Xeon), 0.22 s against 0.26–0.27 s when
+/// gemm splits the `[d×k]` output.
+///
+/// # Panics
+/// When a slice's length disagrees with the shape.
+///
+/// # Example
+/// ```
+/// use exvit_layers::fast::matmul_tn;
+///
+/// let x = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]; // [3, 2]
+/// let g = [1.0, 0.0, 0.0, 1.0, 1.0, 1.0]; // [3, 2]
+/// let mut out = vec![f32::NAN; 4];
+/// matmul_tn(&x, [3, 2], &g, 2, &mut out);
+/// assert_eq!(out, [6.0, 8.0, 8.0, 10.0]); // xᵀ·g
+/// ```
+pub fn matmul_tn(x: &[f32], [n, d]: [usize; 2], g: &[f32], k: usize, out: &mut [f32]) {
+    use rayon::prelude::*;
+    assert!(x.len() == n * d && g.len() == n * k && out.len() == d * k, "matmul_tn: shapes disagree");
+    let tasks = rayon::current_num_threads().min(n).max(1);
+    let rows = n.div_ceil(tasks);
+    let mut partials = vec![Vec::new(); tasks - 1];
+    let first = std::iter::once(&mut *out);
+    let rest = partials.iter_mut().map(|p| {
+        p.resize(d * k, 0.0);
+        p.as_mut_slice()
+    });
+    let outs: Vec<&mut [f32]> = first.chain(rest).collect();
+    outs.into_par_iter().enumerate().for_each(|(t, dst)| {
+        let r0 = (t * rows).min(n);
+        let len = rows.min(n - r0);
+        if len == 0 {
+            dst.fill(0.0);
+            return;
+        }
+        // SAFETY: rows r0..r0+len of x ([len, d], read transposed: column stride d, row
+        // stride 1) and of g ([len, k]); dst is this task's own [d, k].
+        unsafe {
+            matmul(
+                (d, k, len),
+                dst.as_mut_ptr(),
+                (1, k),
+                false,
+                x[r0 * d..].as_ptr(),
+                (d, 1),
+                g[r0 * k..].as_ptr(),
+                (1, k),
+                1.0,
+            )
+        }
+    });
+    for p in &partials {
+        out.par_iter_mut().zip(p.par_iter()).for_each(|(o, &v)| *o += v);
+    }
+}

@@ -96,10 +96,20 @@ fn is_f32(t: &FlexTensor) -> bool {
     t.dtype() == DType::F32
 }
 
-/// Element-wise `a + b` of two tasks' partial sums (the combining step of a rayon `reduce`).
-fn add_partials(mut a: Vec<f32>, b: Vec<f32>) -> Vec<f32> {
-    a.iter_mut().zip(&b).for_each(|(a, &v)| *a += v);
-    a
+/// The element-wise sum of per-task partial vectors (each `len` long), added in task order.
+///
+/// A rayon `reduce` would combine them along its split tree, whose shape follows work stealing:
+/// the floating-point sum then depends on the threads' timing, and two runs of the same training
+/// step could differ in the last bit (a resumed run must equal the uninterrupted one, bit for
+/// bit; `exvit-train`'s `tests/replica.rs` caught it under load). Collect the partials in order
+/// (`collect::<Vec<_>>()` on an indexed parallel iterator), then sum them here.
+fn sum_in_order(parts: Vec<Vec<f32>>, len: usize) -> Vec<f32> {
+    let mut parts = parts.into_iter();
+    let mut acc = parts.next().unwrap_or_else(|| vec![0f32; len]);
+    for p in parts {
+        acc.iter_mut().zip(&p).for_each(|(a, &v)| *a += v);
+    }
+    acc
 }
 
 fn contiguous(x: &FlexTensor) -> FlexTensor {

@@ -815,3 +815,28 @@ fn probe_products_match_a_naive_product() {
         }
     }
 }
+
+/// The kernels that sum per-task partials (LayerNorm's dγ/dβ, the Linear layer's bias
+/// gradient) give the same bits on 1 thread and on 3: the partials are added in task order, not
+/// along rayon's work-stealing tree, whose shape follows the threads' timing. A run resumed from
+/// a checkpoint must equal the uninterrupted run bit for bit (`exvit-train`'s `tests/replica.rs`).
+#[test]
+fn summed_gradients_do_not_depend_on_the_thread_count() {
+    let on = |threads: usize, f: &(dyn Fn() -> Vec<Vec<f32>> + Sync)| {
+        rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(f)
+    };
+    // 4096 rows: 16 of LayerNorm's blocks; 8192 rows: 8 of the bias gradient's.
+    let ln = || ln_both(4096, 24, 700).into_iter().map(|(fast, _)| fast).collect::<Vec<_>>();
+    assert_eq!(on(1, &ln), on(3, &ln), "LayerNorm");
+    let (rows, d_in, d_out) = (8192, 8, 40);
+    let (x0, w0, b0) = linear_inputs(rows, d_in, d_out, 710);
+    let r = input([1, 1, rows, d_out], 1.0, 711).reshape([rows, d_out]);
+    let lin = || {
+        let x = Tensor::<AD, 2>::from_inner(x0.clone()).require_grad();
+        let w = Tensor::<AD, 2>::from_inner(w0.clone()).require_grad();
+        let b = Tensor::<AD, 1>::from_inner(b0.clone()).require_grad();
+        let g = (linear(x.clone(), w.clone(), Some(b.clone()), true) * Tensor::from_inner(r.clone())).sum().backward();
+        vec![values(x.grad(&g).unwrap()), values(w.grad(&g).unwrap()), values(b.grad(&g).unwrap())]
+    };
+    assert_eq!(on(1, &lin), on(3, &lin), "Linear");
+}

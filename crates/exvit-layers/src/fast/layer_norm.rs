@@ -22,7 +22,7 @@ use burn_flex::{Flex, FlexTensor};
 use rayon::prelude::*;
 
 use super::gemm::Output;
-use super::{add_partials, back, cast, contiguous, float, is_f32, wrap, AdFlex};
+use super::{back, cast, contiguous, float, is_f32, sum_in_order, wrap, AdFlex};
 use std::mem::MaybeUninit;
 
 /// The inputs, given back when the backend has no fused LayerNorm: `x`, `weight`, `bias`.
@@ -151,8 +151,8 @@ fn backward(x: &FlexTensor, gamma: &FlexTensor, stats: &[(f32, f32)], dy: &FlexT
     assert_eq!(ds.len(), xs.len(), "layer_norm backward: output gradient of another shape");
     let c = gs.len();
     let mut dx = Output::new(xs.len());
-    // Per block, dγ then dβ in one vector; summed over blocks.
-    let mut dgamma = dx
+    // Per block, dγ then dβ in one vector; summed over blocks in block order.
+    let parts: Vec<Vec<f32>> = dx
         .chunks(ROWS * c.max(1))
         .enumerate()
         .map(|(blk, dxb)| {
@@ -162,7 +162,8 @@ fn backward(x: &FlexTensor, gamma: &FlexTensor, stats: &[(f32, f32)], dy: &FlexT
             backward_rows(dxb, &ds[at.clone()], &xs[at], gs, &stats[blk * ROWS..], dg, db);
             sums
         })
-        .reduce(|| vec![0f32; 2 * c], add_partials);
+        .collect();
+    let mut dgamma = sum_in_order(parts, 2 * c);
     let dbeta = dgamma.split_off(c);
     // SAFETY: the blocks cover dx, each row written by `backward_rows`.
     let dx = unsafe { dx.assume_init() };

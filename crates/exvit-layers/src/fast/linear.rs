@@ -19,7 +19,7 @@ use rayon::prelude::*;
 
 use super::activation::silu_rows;
 use super::gemm::{matmul, matmul_threads, Output};
-use super::{add_partials, back, cast, contiguous, float, is_f32, wrap, AdFlex};
+use super::{back, cast, contiguous, float, is_f32, sum_in_order, wrap, AdFlex};
 
 /// Rows per task: 64 for small inputs (at batch 1, eight tasks per thread balance best), up to
 /// 256 for large ones, where each task's gemm packs the weights once for more rows (4% of a
@@ -197,12 +197,13 @@ fn grad_weight(x: &FlexTensor, dy: &FlexTensor) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(unsafe { dw.assume_init() }, [d_out, d_in]))
 }
 
-/// `db = Σ_rows dY` (`[out]`), sums over blocks of rows in f32, as burn's `sum_dim` would.
+/// `db = Σ_rows dY` (`[out]`), sums over blocks of rows in f32 (as burn's `sum_dim` would),
+/// the blocks added in order.
 fn grad_bias(dy: &FlexTensor) -> FlexTensor {
     let d_out = dy.layout().shape()[1];
     let gc = contiguous(dy);
     let gs = gc.as_slice::<f32>().expect("f32");
-    let db = gs
+    let parts: Vec<Vec<f32>> = gs
         .par_chunks(1024 * d_out)
         .map(|blk| {
             let mut acc = vec![0f32; d_out];
@@ -211,8 +212,8 @@ fn grad_bias(dy: &FlexTensor) -> FlexTensor {
             }
             acc
         })
-        .reduce(|| vec![0f32; d_out], add_partials);
-    FlexTensor::from_data(TensorData::new(db, [d_out]))
+        .collect();
+    FlexTensor::from_data(TensorData::new(sum_in_order(parts, d_out), [d_out]))
 }
 
 /// The autodiff op `x·Wᵀ + b`; the input and the weight are its state.

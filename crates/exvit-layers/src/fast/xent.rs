@@ -63,7 +63,9 @@ pub fn xent_line(z: &[f32], (zp, zb): (&[f32], &[f32]), t: f32, labels: &[u32], 
             }
             (loss, slope)
         })
-        .reduce(|| (0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1)) // in task order: the same sum every run
 }
 
 /// Moves `z` to `z + t·(zp + zb)` when `step` is `Some((t, zb))` (`buf` holding `zp` on entry,
@@ -103,7 +105,8 @@ pub fn xent_grad(
         assert_eq!(zb.len(), k, "the direction's bias is not [k]");
     }
     let rows = rows_per_task(k);
-    z.par_chunks_mut(rows * k)
+    let parts = z
+        .par_chunks_mut(rows * k)
         .zip(buf.par_chunks_mut(rows * k))
         .zip(labels.par_chunks(rows))
         .map(|((z, buf), y)| {
@@ -115,7 +118,10 @@ pub fn xent_grad(
             }
             (loss, col)
         })
-        .reduce(|| (0.0, vec![0f32; k]), |a, b| (a.0 + b.0, super::add_partials(a.1, b.1)))
+        .collect::<Vec<_>>();
+    // In task order (a rayon reduce would sum along its work-stealing tree: not reproducible).
+    let loss = parts.iter().map(|p| p.0).sum();
+    (loss, super::sum_in_order(parts.into_iter().map(|p| p.1).collect(), k))
 }
 
 /// Running max and sum of `exp` in lanes, then one horizontal step.

@@ -107,9 +107,18 @@ fn sum_in_order(parts: Vec<Vec<f32>>, len: usize) -> Vec<f32> {
     let mut parts = parts.into_iter();
     let mut acc = parts.next().unwrap_or_else(|| vec![0f32; len]);
     for p in parts {
-        acc.iter_mut().zip(&p).for_each(|(a, &v)| *a += v);
+        add_row(&mut acc, &p);
     }
     acc
+}
+
+multiversion! {
+    /// `acc += row`, element-wise (the kernels' running column sums and [`sum_in_order`]).
+    fn add_row(acc: &mut [f32], row: &[f32]) {
+        for (a, &v) in acc.iter_mut().zip(row) {
+            *a += v;
+        }
+    }
 }
 
 fn contiguous(x: &FlexTensor) -> FlexTensor {

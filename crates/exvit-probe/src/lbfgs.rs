@@ -60,7 +60,8 @@ pub struct LbfgsOutcome {
     pub iterations: usize,
 }
 
-fn dot(a: &[f32], b: &[f32]) -> f64 {
+/// `a·b` of two f32 vectors, accumulated in f64.
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f64 {
     a.iter().zip(b).map(|(&a, &b)| f64::from(a) * f64::from(b)).sum()
 }
 

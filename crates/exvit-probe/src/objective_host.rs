@@ -13,18 +13,7 @@
 use burn::prelude::*;
 use exvit_layers::fast::{matmul_nn, matmul_tn, xent_grad, xent_line};
 
-use crate::lbfgs::LineObjective;
-
-/// What the `[n, k]` work buffer holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Buf {
-    /// Nothing yet.
-    Empty,
-    /// The current direction's logits.
-    Direction,
-    /// `dL/dlogits` at the point (the direction's logits are gone).
-    Gradient,
-}
+use crate::lbfgs::{dot, LineObjective};
 
 /// `L(W, b) = mean_i CE(x_i·W + b, y_i) + wd/2 · ‖W‖²` at a point, on host buffers.
 pub(crate) struct HostObjective<'a, B: Backend> {
@@ -38,10 +27,9 @@ pub(crate) struct HostObjective<'a, B: Backend> {
     b: Vec<f32>,
     /// The point's logits `[n, k]`.
     z: Vec<f32>,
-    /// The direction's logits or the logit gradient `[n, k]` (see [`Buf`]).
+    /// The direction's logits while `dir` is set, else the logit gradient (`[n, k]`).
     buf: Vec<f32>,
-    holds: Buf,
-    /// The direction `(D, db)`.
+    /// The direction `(D, db)`: set exactly while `buf` holds its logits.
     dir: Option<(Vec<f32>, Vec<f32>)>,
     /// `‖W‖²`, `W·D`, `‖D‖²` (the regulariser along the line).
     ww: f64,
@@ -60,10 +48,6 @@ fn written(len: usize) -> Vec<f32> {
     let mut v = Vec::with_capacity(len);
     v.par_extend(rayon::iter::repeat_n(0f32, len));
     v
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f64 {
-    a.iter().zip(b).map(|(&a, &b)| f64::from(a) * f64::from(b)).sum()
 }
 
 impl<'a, B: Backend> HostObjective<'a, B> {
@@ -97,7 +81,6 @@ impl<'a, B: Backend> HostObjective<'a, B> {
             b,
             z,
             buf: written(n * k),
-            holds: Buf::Empty,
             dir: None,
             ww,
             wd_dot: 0.0,
@@ -112,11 +95,12 @@ impl<'a, B: Backend> HostObjective<'a, B> {
     }
 
     /// Moves `z` by `t·(zp + db)` (when `step` is `(t, db)`), writes `dL/dlogits` into the
-    /// buffer, and returns the value and the flat gradient `[dL/dW; dL/db]`.
+    /// buffer, and returns the value and the flat gradient `[dL/dW; dL/db]`. The direction
+    /// (if any) must have been taken out of `dir` first: its logits are overwritten.
     fn value_and_grad(&mut self, step: Option<(f32, &[f32])>) -> (f64, Tensor<B, 1>) {
+        debug_assert!(self.dir.is_none(), "the buffer is about to lose the direction's logits");
         let (n, d, k) = (self.n, self.d, self.k);
         let (nll, gb) = xent_grad(&mut self.z, step, &mut self.buf, self.labels, k, 1.0 / n as f32);
-        self.holds = Buf::Gradient;
         let mut flat = vec![0f32; d * k + k];
         let (gw, tail) = flat.split_at_mut(d * k);
         matmul_tn(self.x, [n, d], &self.buf, k, gw);
@@ -129,6 +113,7 @@ impl<'a, B: Backend> HostObjective<'a, B> {
 
 impl<B: Backend> LineObjective<B> for HostObjective<'_, B> {
     fn current(&mut self) -> (f64, Tensor<B, 1>) {
+        self.dir = None;
         self.value_and_grad(None)
     }
 
@@ -137,15 +122,13 @@ impl<B: Backend> LineObjective<B> for HostObjective<'_, B> {
         let mut dw = flat.clone().into_data().convert::<f32>().into_vec::<f32>().expect("f32 direction");
         let db = dw.split_off(d * k);
         matmul_nn(self.x, [n, d], &dw, k, None, &mut self.buf);
-        self.holds = Buf::Direction;
         self.wd_dot = dot(&self.w, &dw);
         self.dd = dot(&dw, &dw);
         self.dir = Some((dw, db));
     }
 
     fn eval(&mut self, t: f64) -> (f64, f64) {
-        assert_eq!(self.holds, Buf::Direction, "a line trial needs the direction's logits");
-        let db = &self.dir.as_ref().expect("a direction is set").1;
+        let db = &self.dir.as_ref().expect("a line trial needs a direction").1;
         let (nll, slope) = xent_line(&self.z, (&self.buf, db), t as f32, self.labels, self.k);
         let n = self.n as f64;
         let reg = self.wd / 2.0 * (self.ww + 2.0 * t * self.wd_dot + t * t * self.dd);
@@ -154,8 +137,7 @@ impl<B: Backend> LineObjective<B> for HostObjective<'_, B> {
     }
 
     fn accept(&mut self, t: f64) -> Tensor<B, 1> {
-        assert_eq!(self.holds, Buf::Direction, "accepting a step needs the direction's logits");
-        let (dw, db) = self.dir.take().expect("a direction is set");
+        let (dw, db) = self.dir.take().expect("accepting a step needs a direction");
         let tf = t as f32;
         self.w.iter_mut().zip(&dw).for_each(|(w, &v)| *w += tf * v);
         self.b.iter_mut().zip(&db).for_each(|(b, &v)| *b += tf * v);

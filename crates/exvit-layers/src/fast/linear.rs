@@ -19,7 +19,7 @@ use rayon::prelude::*;
 
 use super::activation::silu_rows;
 use super::gemm::{matmul, matmul_threads, Output};
-use super::{back, cast, contiguous, float, is_f32, sum_in_order, wrap, AdFlex};
+use super::{add_row, back, cast, contiguous, float, is_f32, sum_in_order, wrap, AdFlex};
 
 /// Rows per task: 64 for small inputs (at batch 1, eight tasks per thread balance best), up to
 /// 256 for large ones, where each task's gemm packs the weights once for more rows (4% of a
@@ -208,7 +208,7 @@ fn grad_bias(dy: &FlexTensor) -> FlexTensor {
         .map(|blk| {
             let mut acc = vec![0f32; d_out];
             for row in blk.chunks_exact(d_out) {
-                acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v);
+                add_row(&mut acc, row);
             }
             acc
         })

@@ -12,6 +12,7 @@
 use rayon::prelude::*;
 
 use super::activation::exp_nonpositive;
+use super::add_row;
 
 /// Lanes of the running sums (one AVX-512 register of `f32`; the compiler vectorises the
 /// lane-wise loops below, which a single running `f32` sum would forbid).
@@ -209,15 +210,6 @@ multiversion! {
         }
         g[y] -= scale;
         f64::from(max) + f64::from(sum).ln() - f64::from(z[y])
-    }
-}
-
-multiversion! {
-    /// `acc += row`, element-wise.
-    fn add_row(acc: &mut [f32], row: &[f32]) {
-        for (a, &v) in acc.iter_mut().zip(row) {
-            *a += v;
-        }
     }
 }
 

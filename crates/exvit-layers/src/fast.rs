@@ -23,6 +23,7 @@ mod simd;
 mod activation;
 mod attention;
 mod batch_norm;
+mod blocked;
 mod conv;
 mod dense;
 mod depthwise;

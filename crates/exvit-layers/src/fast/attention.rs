@@ -4,11 +4,13 @@
 //! `[3, B, H, N, hd]`, and splits q, k and v: on flex each split is a strided copy, and so are
 //! `k.swap_dims` and the final `swap_dims(1, 2)` back to `[B, N, C]`; the softmax runs a scalar
 //! `expf`. A mobilevit_xxs forward pass spent ~10% of its samples in those copies and ~7% in that
-//! `expf` (docs/performance.md). Here every matrix product reads its operand straight out of the
-//! packed `qkv` buffer through strides (gemm takes row and column strides), the output is written
-//! in place into `[B, N, C]`, and the softmax runs on the vectorised `exp` of the SiLU. One rayon
-//! task per (sequence, head); the backward (its own autodiff op) works the same way and writes
-//! the gradient of `qkv` directly.
+//! `expf` (docs/performance.md). Here one rayon task per (sequence, head) packs its head's K and
+//! V out of the `qkv` buffer into small buffers, then takes the queries 16 at a time: the
+//! block's scores, softmax and weighted sum of V run in L1 with register-blocked kernels
+//! (`blocked.rs`; the `gemm` crate, which packs its operands on every call, ran these
+//! products of inner dimension 16–64 at about a quarter of the FMA peak). The output is
+//! written in place into `[B, N, C]`; the softmax runs on the vectorised `exp` of the SiLU. The
+//! backward (its own autodiff op) works the same way and writes the gradient of `qkv` directly.
 //!
 //! The reference is [`attention_generic`], burn's tensor ops in timm's order, which every other
 //! backend uses; `tests/fast.rs` compares the two (values and gradients) and checks the
@@ -24,8 +26,9 @@ use burn::tensor::TensorPrimitive;
 use burn_flex::{Flex, FlexTensor};
 use rayon::prelude::*;
 
-use super::gemm::{init, Output};
-use super::{back, cast, contiguous, exp_nonpositive, float, is_f32, matmul, wrap, AdFlex};
+use super::blocked::{outer_add, pack_keys, scores, weighted_sum, JB, R, VW};
+use super::gemm::Output;
+use super::{back, cast, contiguous, exp_nonpositive, float, is_f32, wrap, AdFlex};
 
 /// Attention of `heads` heads over `qkv` `[B, N, 3C]` (the packed projection, q then k then v,
 /// each `[H, hd]` within its `C`), scale `hd^-0.5`, no dropout: `[B, N, C]`, before `proj`.
@@ -94,46 +97,120 @@ impl Geometry {
     }
 }
 
+/// One task's (sequence, head) packed operands and a block's buffers, reused from task to task
+/// on a thread. A block is [`R`] queries; its scores are kept transposed, `[N, R]` (a key's
+/// scores for the block's queries side by side), so that the softmax over the keys runs
+/// across vectors, with no reduction inside one. `hp` is the head width rounded up to [`VW`]
+/// (zeros past `hd`).
+#[derive(Default)]
+struct Packed {
+    /// K (forward) or V (backward), packed for [`scores`] ([`pack_keys`]).
+    keys: Vec<f32>,
+    /// `[N, hp]`: V (forward) or K (backward), for [`weighted_sum`].
+    m: Vec<f32>,
+    /// `[hd, R]`: the block's rows of Q·scale (forward) or dY (backward), transposed.
+    qt: Vec<f32>,
+    /// `[R, hp]`: the block's rows of Q and of dY (backward), for [`outer_add`].
+    q: Vec<f32>,
+    dy: Vec<f32>,
+    /// `[N, R]` (the keys rounded up to [`JB`]): the block's scores, then weights (forward), or
+    /// dP then dS (backward).
+    st: Vec<f32>,
+    /// `[R, hp]`: a block's product with `m`.
+    y: Vec<f32>,
+    /// `[N, hp]`: dK/scale and dV, summed over the blocks (backward).
+    dk: Vec<f32>,
+    dv: Vec<f32>,
+}
+
+/// `dst[i, d] = src[i · stride + d]` for `i < rows`, `d < width`, zeros elsewhere in
+/// `[dst_rows, ld]`.
+fn pack_rows(
+    dst: &mut Vec<f32>,
+    src: &[f32],
+    (rows, width, stride): (usize, usize, usize),
+    (dst_rows, ld): (usize, usize),
+) {
+    dst.clear();
+    dst.resize(dst_rows * ld, 0.0);
+    for (i, row) in dst.chunks_exact_mut(ld).take(rows).enumerate() {
+        row[..width].copy_from_slice(&src[i * stride..][..width]);
+    }
+}
+
+/// `dst[d, i] = src[i · stride + d] · scale` for `i < rows`, `d < width`, zeros elsewhere in
+/// `[width, R]`: a block of rows, transposed.
+fn pack_block_transposed(dst: &mut Vec<f32>, src: &[f32], (rows, width, stride): (usize, usize, usize), scale: f32) {
+    dst.clear();
+    dst.resize(width * R, 0.0);
+    for i in 0..rows {
+        for (d, &v) in src[i * stride..][..width].iter().enumerate() {
+            dst[d * R + i] = v * scale;
+        }
+    }
+}
+
 /// The forward pass on a flex f32 `qkv`: the output `[B, N, C]` and, with `keep`, the attention
-/// weights `[B, H, N, N]` for the backward.
+/// weights for the backward (per sequence and head, per block of [`R`] queries, `[N, R]`: the
+/// layout [`backward`] reads; `[B·H, blocks, N, R]`).
+///
+/// One task per (sequence, head) packs K and V, then takes the queries [`R`] at a time: the
+/// block's scores ([`scores`]), their softmax, and the weighted sum of V ([`weighted_sum`]), all
+/// in L1. Without `keep` the weights are never normalised: the block's output rows are divided
+/// by the softmax sums instead (`hd` divisions a row instead of `N`).
 fn forward(qkv: &FlexTensor, g: &Geometry, keep: bool) -> (FlexTensor, Option<FlexTensor>) {
     let Geometry { b, n, c, h, hd, scale } = *g;
     let qkv = contiguous(qkv);
     let src = qkv.as_slice::<f32>().expect("contiguous f32");
-    // Uninitialised: every (sequence, head) task writes its columns of y (and its block of the
-    // weights) in full, with gemm's `accumulate` off (zeroing them first was ~13% of the pass).
+    let (blocks, hp) = (n.div_ceil(R), hd.next_multiple_of(VW));
+    // Uninitialised: every (sequence, head) task writes its columns of y (and its blocks of the
+    // weights) in full (zeroing them first was ~13% of the pass).
     let mut y = Output::new(b * n * c);
     let out = y.shared();
-    let head = |t: usize, s: &mut [f32]| {
+    let mut weights = keep.then(|| Output::new(b * h * blocks * n * R));
+    let wout = weights.as_mut().map(|w| w.shared());
+    (0..b * h).into_par_iter().for_each_init(Packed::default, |pk, t| {
         let (bi, hi) = (t / h, t % h);
         let base = bi * n * 3 * c + hi * hd;
-        let (q, k, v) = (src[base..].as_ptr(), src[base + c..].as_ptr(), src[base + 2 * c..].as_ptr());
-        // SAFETY: q, k, v are [N, hd] blocks of rows of `src` (row stride 3C, in bounds: the
-        // last row starts at (b·N + N−1)·3C + 2C + (H−1)·hd); s is [N, N]; task t writes only
-        // the columns hi·hd..(hi+1)·hd of the rows of sequence bi of y.
-        unsafe {
-            // S = scale · Q Kᵀ
-            matmul((n, n, hd), s.as_mut_ptr(), (1, n), false, q, (1, 3 * c), k, (3 * c, 1), scale);
-            softmax_rows(s, n);
-            // Y = P V
-            matmul((n, hd, n), out.at(bi * n * c + hi * hd), (1, c), false, s.as_ptr(), (1, n), v, (1, 3 * c), 1.0);
+        let rows = |off: usize| &src[base + off..];
+        pack_keys(&mut pk.keys, rows(c), (n, hd, 3 * c));
+        pack_rows(&mut pk.m, rows(2 * c), (n, hd, 3 * c), (n, hp));
+        pk.st.resize(n.next_multiple_of(JB) * R, 0.0);
+        pk.y.resize(R * hp, 0.0);
+        let mut sums = [0f32; R];
+        for blk in 0..blocks {
+            let (i0, r) = (blk * R, R.min(n - blk * R));
+            pack_block_transposed(&mut pk.qt, &rows(0)[i0 * 3 * c..], (r, hd, 3 * c), scale);
+            scores(&mut pk.st, &pk.qt, &pk.keys, hd, n);
+            let st = &mut pk.st[..n * R];
+            softmax_t(st, &mut sums, keep);
+            if let Some(w) = wout {
+                // SAFETY: block blk of task t's weights belongs to this task only.
+                let dst = unsafe { std::slice::from_raw_parts_mut(w.at((t * blocks + blk) * n * R), n * R) };
+                dst.copy_from_slice(st);
+            }
+            weighted_sum(&mut pk.y, st, &pk.m, n, hp);
+            for (i, yrow) in pk.y.chunks_exact(hp).take(r).enumerate() {
+                let k = if keep { 1.0 } else { 1.0 / sums[i] };
+                // SAFETY: columns hi·hd.. of row i0 + i of sequence bi of y belong to this task.
+                let dst = unsafe { std::slice::from_raw_parts_mut(out.at((bi * n + i0 + i) * c + hi * hd), hd) };
+                dst.iter_mut().zip(yrow).for_each(|(o, &v)| *o = v * k);
+            }
         }
-    };
-    let p = if keep {
-        let mut p = Output::new(b * h * n * n);
-        // SAFETY: gemm writes all of s (S = scale·QKᵀ) before the softmax reads it.
-        p.chunks(n * n).enumerate().for_each(|(t, s)| head(t, unsafe { init(s) }));
-        // SAFETY: the tasks wrote every block.
-        Some(FlexTensor::from_data(TensorData::new(unsafe { p.assume_init() }, [b, h, n, n])))
-    } else {
-        (0..b * h).into_par_iter().for_each_init(|| vec![0f32; n * n], |s, t| head(t, s));
-        None
-    };
-    // SAFETY: the heads' columns cover every row of y.
-    (FlexTensor::from_data(TensorData::new(unsafe { y.assume_init() }, [b, n, c])), p)
+    });
+    // SAFETY: the heads' columns cover every row of y; with `keep` the tasks wrote every block
+    // of the weights.
+    let y = FlexTensor::from_data(TensorData::new(unsafe { y.assume_init() }, [b, n, c]));
+    let p = weights.map(|w| FlexTensor::from_data(TensorData::new(unsafe { w.assume_init() }, [b * h, blocks, n, R])));
+    (y, p)
 }
 
-/// The gradient of `qkv` from the output's gradient `dy` `[B, N, C]` and the weights `p`.
+/// The gradient of `qkv` from the output's gradient `dy` `[B, N, C]` and the weights `p` (as
+/// [`forward`] keeps them).
+///
+/// Per (sequence, head) and block of [`R`] rows: `dP = dY Vᵀ` ([`scores`] on V), the softmax
+/// backward `dS = P ⊙ (dP − Σ dP⊙P)`, `dQ = scale · dS K` ([`weighted_sum`] on K), and the sums
+/// over the blocks `dK = scale · Σ dSᵀ Q` and `dV = Σ Pᵀ dY` ([`outer_add`]).
 fn backward(qkv: &FlexTensor, p: &FlexTensor, dy: &FlexTensor, g: &Geometry) -> FlexTensor {
     let Geometry { b, n, c, h, hd, scale } = *g;
     let (qkv, p, dy) = (contiguous(qkv), contiguous(p), contiguous(dy));
@@ -141,30 +218,56 @@ fn backward(qkv: &FlexTensor, p: &FlexTensor, dy: &FlexTensor, g: &Geometry) -> 
     let weights = p.as_slice::<f32>().expect("contiguous f32");
     let dys = dy.as_slice::<f32>().expect("contiguous f32");
     assert_eq!(dys.len(), b * n * c, "attention backward: output gradient of another shape");
+    let (blocks, hp) = (n.div_ceil(R), hd.next_multiple_of(VW));
+    assert_eq!(weights.len(), b * h * blocks * n * R, "attention backward: weights of another shape");
     // Uninitialised: each task writes its head's q, k and v columns in full (no accumulation).
     let mut dqkv = Output::new(b * n * 3 * c);
     let out = dqkv.shared();
-    (0..b * h).into_par_iter().for_each_init(
-        || vec![0f32; n * n],
-        |ds, t| {
-            let (bi, hi) = (t / h, t % h);
-            let base = bi * n * 3 * c + hi * hd;
-            let (q, k, v) = (src[base..].as_ptr(), src[base + c..].as_ptr(), src[base + 2 * c..].as_ptr());
-            let pt = &weights[t * n * n..(t + 1) * n * n];
-            let dyt = dys[bi * n * c + hi * hd..].as_ptr();
-            // SAFETY: as in the forward; task t writes only the q, k and v columns of head hi in
-            // the rows of sequence bi of dqkv.
-            unsafe {
-                // dP = dY Vᵀ
-                matmul((n, n, hd), ds.as_mut_ptr(), (1, n), false, dyt, (1, c), v, (3 * c, 1), 1.0);
-                softmax_grad_rows(ds, pt, n);
-                // dQ = scale · dS K;  dK = scale · dSᵀ Q;  dV = Pᵀ dY
-                matmul((n, hd, n), out.at(base), (1, 3 * c), false, ds.as_ptr(), (1, n), k, (1, 3 * c), scale);
-                matmul((n, hd, n), out.at(base + c), (1, 3 * c), false, ds.as_ptr(), (n, 1), q, (1, 3 * c), scale);
-                matmul((n, hd, n), out.at(base + 2 * c), (1, 3 * c), false, pt.as_ptr(), (n, 1), dyt, (1, c), 1.0);
+    (0..b * h).into_par_iter().for_each_init(Packed::default, |pk, t| {
+        let (bi, hi) = (t / h, t % h);
+        let base = bi * n * 3 * c + hi * hd;
+        let rows = |off: usize| &src[base + off..];
+        let dyt = &dys[bi * n * c + hi * hd..];
+        pack_keys(&mut pk.keys, rows(2 * c), (n, hd, 3 * c));
+        pack_rows(&mut pk.m, rows(c), (n, hd, 3 * c), (n, hp));
+        for acc in [&mut pk.dk, &mut pk.dv] {
+            acc.clear();
+            acc.resize(n * hp, 0.0);
+        }
+        pk.st.resize(n.next_multiple_of(JB) * R, 0.0);
+        pk.y.resize(R * hp, 0.0);
+        for blk in 0..blocks {
+            let (i0, r) = (blk * R, R.min(n - blk * R));
+            let pt = &weights[(t * blocks + blk) * n * R..][..n * R];
+            pack_block_transposed(&mut pk.qt, &dyt[i0 * c..], (r, hd, c), 1.0);
+            pack_rows(&mut pk.dy, &dyt[i0 * c..], (r, hd, c), (R, hp));
+            pack_rows(&mut pk.q, &rows(0)[i0 * 3 * c..], (r, hd, 3 * c), (R, hp));
+            scores(&mut pk.st, &pk.qt, &pk.keys, hd, n);
+            let ds = &mut pk.st[..n * R];
+            softmax_grad_t(ds, pt);
+            weighted_sum(&mut pk.y, ds, &pk.m, n, hp);
+            for (i, yrow) in pk.y.chunks_exact(hp).take(r).enumerate() {
+                // SAFETY: the q columns of head hi in row i0 + i of sequence bi of dqkv belong
+                // to this task.
+                let dst = unsafe { std::slice::from_raw_parts_mut(out.at(base + (i0 + i) * 3 * c), hd) };
+                dst.iter_mut().zip(yrow).for_each(|(o, &v)| *o = v * scale);
             }
-        },
-    );
+            outer_add(&mut pk.dk, ds, &pk.q, n, hp);
+            outer_add(&mut pk.dv, pt, &pk.dy, n, hp);
+        }
+        for (j, (dk, dv)) in pk.dk.chunks_exact(hp).zip(pk.dv.chunks_exact(hp)).enumerate() {
+            // SAFETY: the k and v columns of head hi in row j of sequence bi of dqkv belong to
+            // this task.
+            let (k, v) = unsafe {
+                (
+                    std::slice::from_raw_parts_mut(out.at(base + j * 3 * c + c), hd),
+                    std::slice::from_raw_parts_mut(out.at(base + j * 3 * c + 2 * c), hd),
+                )
+            };
+            k.iter_mut().zip(dk).for_each(|(o, &v)| *o = v * scale);
+            v.copy_from_slice(&dv[..hd]);
+        }
+    });
     // SAFETY: the heads' q, k and v columns cover every row.
     FlexTensor::from_data(TensorData::new(unsafe { dqkv.assume_init() }, [b, n, 3 * c]))
 }
@@ -192,58 +295,51 @@ fn attention_autodiff(qkv: AdFlex, geo: Geometry) -> AdFlex {
     }
 }
 
-/// Lanes of the reductions below: 16 independent accumulators, so that they vectorise.
-const LANES: usize = 16;
-
 multiversion! {
-    /// Softmax of each row (length `n`) of `s`, in place.
-    fn softmax_rows(s: &mut [f32], n: usize) {
-        for row in s.chunks_exact_mut(n) {
-            let mut m = [f32::NEG_INFINITY; LANES];
-            let mut chunks = row.chunks_exact(LANES);
-            for ch in &mut chunks {
-                for l in 0..LANES {
-                    m[l] = m[l].max(ch[l]);
+    /// The softmax over the keys of a block's transposed scores `st [n, R]`, each of the `R`
+    /// lanes a query, in place: the maxima, sums and divisions run across the rows (vertical
+    /// operations, no reduction inside a vector). With `normalize` the weights are divided by
+    /// their sums; without, `sums` gets the sums and the weights stay `exp(s − max)`.
+    fn softmax_t(st: &mut [f32], sums: &mut [f32; R], normalize: bool) {
+        let mut max = [f32::NEG_INFINITY; R];
+        for row in st.chunks_exact(R) {
+            for l in 0..R {
+                max[l] = max[l].max(row[l]);
+            }
+        }
+        let mut acc = [0f32; R];
+        for row in st.chunks_exact_mut(R) {
+            for l in 0..R {
+                let e = exp_nonpositive(row[l] - max[l]);
+                row[l] = e;
+                acc[l] += e;
+            }
+        }
+        *sums = acc;
+        if normalize {
+            let inv: [f32; R] = std::array::from_fn(|l| 1.0 / acc[l]);
+            for row in st.chunks_exact_mut(R) {
+                for l in 0..R {
+                    row[l] *= inv[l];
                 }
-            }
-            let max = chunks.remainder().iter().fold(m.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)), |a, &b| a.max(b));
-            let mut acc = [0f32; LANES];
-            let mut chunks = row.chunks_exact_mut(LANES);
-            for ch in &mut chunks {
-                for l in 0..LANES {
-                    let e = exp_nonpositive(ch[l] - max);
-                    ch[l] = e;
-                    acc[l] += e;
-                }
-            }
-            let mut sum: f32 = acc.iter().sum();
-            for v in chunks.into_remainder() {
-                *v = exp_nonpositive(*v - max);
-                sum += *v;
-            }
-            let inv = 1.0 / sum;
-            for v in row.iter_mut() {
-                *v *= inv;
             }
         }
     }
 }
 
 multiversion! {
-    /// The softmax backward per row: `d ← p ⊙ (d − Σ d⊙p)`, in place on `d`.
-    fn softmax_grad_rows(d: &mut [f32], p: &[f32], n: usize) {
-        for (dr, pr) in d.chunks_exact_mut(n).zip(p.chunks_exact(n)) {
-            let mut acc = [0f32; LANES];
-            let (dc, pc) = (dr.chunks_exact(LANES), pr.chunks_exact(LANES));
-            let (drem, prem) = (dc.remainder(), pc.remainder());
-            for (a, b) in dc.zip(pc) {
-                for l in 0..LANES {
-                    acc[l] += a[l] * b[l];
-                }
+    /// The softmax backward on a block's transposed `[n, R]` buffers, in place on `d`:
+    /// `d ← p ⊙ (d − Σ_j d⊙p)`, the sum over the keys (the rows), per query (lane).
+    fn softmax_grad_t(d: &mut [f32], p: &[f32]) {
+        let mut dot = [0f32; R];
+        for (dr, pr) in d.chunks_exact(R).zip(p.chunks_exact(R)) {
+            for l in 0..R {
+                dot[l] += dr[l] * pr[l];
             }
-            let dot = acc.iter().sum::<f32>() + drem.iter().zip(prem).map(|(a, b)| a * b).sum::<f32>();
-            for (a, &b) in dr.iter_mut().zip(pr) {
-                *a = b * (*a - dot);
+        }
+        for (dr, pr) in d.chunks_exact_mut(R).zip(p.chunks_exact(R)) {
+            for l in 0..R {
+                dr[l] = pr[l] * (dr[l] - dot[l]);
             }
         }
     }

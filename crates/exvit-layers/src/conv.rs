@@ -312,7 +312,10 @@ pub(crate) fn conv_bn_act<B: Backend>(
     x: Tensor<B, 4>,
 ) -> Tensor<B, 4> {
     if B::ad_enabled(&x.device()) {
-        act.apply(bn.forward(conv.forward(x)))
+        match act {
+            Act::Silu => bn.forward_silu(conv.forward(x)),
+            Act::Identity => bn.forward(conv.forward(x)),
+        }
     } else {
         let (scale, shift) = bn.folded();
         conv.forward_folded(x, scale, shift, act)

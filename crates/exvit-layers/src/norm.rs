@@ -113,7 +113,24 @@ impl<B: Backend> BatchNorm2d<B> {
         (scale, shift)
     }
 
+    /// [`forward`](Self::forward) followed by SiLU (timm's `ConvNormAct`): the same values, with
+    /// the activation fused into the training-mode BN on burn-flex f32 (`fast::batch_norm_train`),
+    /// BN then `fast::silu` elsewhere.
+    pub fn forward_silu(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        if B::ad_enabled(&x.device()) && x.dtype() == self.weight.val().dtype() {
+            or_panic(check_channels(&|| self.describe(), x.dims(), self.num_features));
+            self.train_step(x, true)
+        } else {
+            crate::fast::silu(self.forward(x))
+        }
+    }
+
     fn forward_train(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        self.train_step(x, false)
+    }
+
+    /// Training mode: batch statistics, the running statistics updated; SiLU after with `silu`.
+    fn train_step(&self, x: Tensor<B, 4>, silu: bool) -> Tensor<B, 4> {
         let [n, c, h, w] = x.dims();
         let count = n * h * w;
         assert!(
@@ -123,9 +140,13 @@ impl<B: Backend> BatchNorm2d<B> {
             [n, c, h, w]
         );
         // Fused on burn-flex; burn's tensor ops (the reference) elsewhere.
-        let (y, mean, var) = match crate::fast::batch_norm_train(x, self.weight.val(), self.bias.val(), self.eps) {
+        let (y, mean, var) = match crate::fast::batch_norm_train(x, self.weight.val(), self.bias.val(), self.eps, silu)
+        {
             Ok(out) => (out.y, out.mean, out.var),
-            Err((x, gamma, beta)) => self.forward_train_generic(x, gamma, beta),
+            Err((x, gamma, beta)) => {
+                let (y, mean, var) = self.forward_train_generic(x, gamma, beta);
+                (if silu { crate::fast::silu(y) } else { y }, mean, var)
+            }
         };
         let m = self.momentum;
         let unbiased = var.clone().detach().mul_scalar(count as f64 / (count - 1) as f64);

@@ -551,9 +551,10 @@ fn depthwise_conv_gradient_matches_finite_differences() {
     Conv::Depthwise(2, 1).check_finite_differences([2, 2, 5, 4], [2, 1, 3, 3], 900);
 }
 
-/// The fused BN and the generic one on the same input: output, statistics, and the gradients
-/// of x, gamma and beta for the loss `sum(y * r)`.
-fn bn_both(shape: [usize; 4], seed: u64) -> [(Vec<f32>, Vec<f32>); 6] {
+/// The fused BN and the generic one on the same input (with `silu`, each followed by SiLU:
+/// fused into the op, and burn's `activation::silu` after the generic BN): output, statistics,
+/// and the gradients of x, gamma and beta for the loss `sum(y * r)`.
+fn bn_both(shape: [usize; 4], seed: u64, silu: bool) -> [(Vec<f32>, Vec<f32>); 6] {
     let [_, c, _, _] = shape;
     // An offset and spread per channel, so that the statistics matter.
     let x0 = input(shape, 1.5, seed) + input([1, 1, 1, c], 3.0, seed + 1).reshape([1, c, 1, 1]);
@@ -566,11 +567,12 @@ fn bn_both(shape: [usize; 4], seed: u64) -> [(Vec<f32>, Vec<f32>); 6] {
         let g = Tensor::<AD, 1>::from_inner(g0.clone()).require_grad();
         let b = Tensor::<AD, 1>::from_inner(b0.clone()).require_grad();
         let (y, mean, var) = if fused {
-            let out =
-                batch_norm_train(x.clone(), g.clone(), b.clone(), 1e-5).unwrap_or_else(|_| panic!("fused on flex"));
+            let out = batch_norm_train(x.clone(), g.clone(), b.clone(), 1e-5, silu)
+                .unwrap_or_else(|_| panic!("fused on flex"));
             (out.y, out.mean, out.var)
         } else {
-            bn.forward_train_generic(x.clone(), g.clone(), b.clone())
+            let (y, mean, var) = bn.forward_train_generic(x.clone(), g.clone(), b.clone());
+            (if silu { activation::silu(y) } else { y }, mean, var)
         };
         let grads = (y.clone() * Tensor::from_inner(r.clone())).sum().backward();
         [
@@ -592,17 +594,24 @@ fn batch_norm_train_equals_the_generic_path() {
     // Planes below and above the 16 lanes, one image and several, odd sizes.
     for (k, shape) in [[4, 8, 16, 16], [3, 5, 7, 9], [1, 3, 2, 3], [2, 16, 33, 31]].into_iter().enumerate() {
         let names = ["output", "mean", "variance", "x gradient", "gamma gradient", "beta gradient"];
-        for (name, (fast, reference)) in names.iter().zip(bn_both(shape, 200 + 10 * k as u64)) {
-            assert_eq!(fast.len(), reference.len(), "{name}");
-            assert!(max_rel(&fast, &reference) < 2e-4, "{name}, {shape:?}: {}", max_rel(&fast, &reference));
+        for silu in [false, true] {
+            for (name, (fast, reference)) in names.iter().zip(bn_both(shape, 200 + 10 * k as u64, silu)) {
+                assert_eq!(fast.len(), reference.len(), "{name}");
+                let err = max_rel(&fast, &reference);
+                assert!(err < 2e-4, "{name}, {shape:?}, silu {silu}: {err}");
+            }
         }
     }
     // On the plain backend too (no autodiff), with the same output.
     let x = input([2, 4, 5, 5], 1.0, 9);
     let (g, b) = (input([1, 1, 1, 4], 1.0, 10).reshape([4]), input([1, 1, 1, 4], 1.0, 11).reshape([4]));
-    let plain = batch_norm_train(x.clone(), g.clone(), b.clone(), 1e-5).unwrap_or_else(|_| panic!("fused on flex"));
+    let plain =
+        batch_norm_train(x.clone(), g.clone(), b.clone(), 1e-5, false).unwrap_or_else(|_| panic!("fused on flex"));
+    let with_silu =
+        batch_norm_train(x.clone(), g.clone(), b.clone(), 1e-5, true).unwrap_or_else(|_| panic!("fused on flex"));
     let bn = BatchNorm2dConfig::new(4).init::<Flex>(&DEV);
     let (y, mean, var) = bn.forward_train_generic(x, g, b);
+    assert!(max_rel(&values(with_silu.y), &values(activation::silu(y.clone()))) < 2e-5);
     assert!(max_rel(&values(plain.y), &values(y)) < 2e-5);
     assert!(max_rel(&values(plain.mean), &values(mean)) < 1e-5);
     assert!(max_rel(&values(plain.var), &values(var)) < 1e-5);
@@ -610,27 +619,30 @@ fn batch_norm_train_equals_the_generic_path() {
 
 #[test]
 fn batch_norm_train_gradient_matches_finite_differences() {
-    let (n, c, h, w) = (2, 2, 2, 3);
-    let x0 = values(input([n, c, h, w], 2.0, 300));
-    let g0 = vec![1.3f32, -0.7];
-    let b0 = vec![0.2f32, 0.5];
-    let r = input([n, c, h, w], 1.0, 301);
-    let loss = |xv: &[f32], gv: &[f32], bv: &[f32]| -> f64 {
-        let x = Tensor::<Flex, 4>::from_data(TensorData::new(xv.to_vec(), [n, c, h, w]), &DEV);
-        let g = Tensor::<Flex, 1>::from_data(TensorData::new(gv.to_vec(), [c]), &DEV);
-        let b = Tensor::<Flex, 1>::from_data(TensorData::new(bv.to_vec(), [c]), &DEV);
-        let y = batch_norm_train(x, g, b, 1e-5).unwrap_or_else(|_| panic!("fused")).y;
-        values(y * r.clone()).iter().map(|&v| v as f64).sum()
-    };
-    let x = Tensor::<AD, 4>::from_data(TensorData::new(x0.clone(), [n, c, h, w]), &DEV).require_grad();
-    let g = Tensor::<AD, 1>::from_data(TensorData::new(g0.clone(), [c]), &DEV).require_grad();
-    let b = Tensor::<AD, 1>::from_data(TensorData::new(b0.clone(), [c]), &DEV).require_grad();
-    let y = batch_norm_train(x.clone(), g.clone(), b.clone(), 1e-5).unwrap_or_else(|_| panic!("fused")).y;
-    let grads = (y * Tensor::from_inner(r.clone())).sum().backward();
-    let got = [values(x.grad(&grads).unwrap()), values(g.grad(&grads).unwrap()), values(b.grad(&grads).unwrap())];
-    check_central_differences("x", &x0, &got[0], 5e-3, |v| loss(v, &g0, &b0));
-    check_central_differences("gamma", &g0, &got[1], 5e-3, |v| loss(&x0, v, &b0));
-    check_central_differences("beta", &b0, &got[2], 5e-3, |v| loss(&x0, &g0, v));
+    // With and without the SiLU fused after the BN.
+    for silu in [false, true] {
+        let (n, c, h, w) = (2, 2, 2, 3);
+        let x0 = values(input([n, c, h, w], 2.0, 300));
+        let g0 = vec![1.3f32, -0.7];
+        let b0 = vec![0.2f32, 0.5];
+        let r = input([n, c, h, w], 1.0, 301);
+        let loss = |xv: &[f32], gv: &[f32], bv: &[f32]| -> f64 {
+            let x = Tensor::<Flex, 4>::from_data(TensorData::new(xv.to_vec(), [n, c, h, w]), &DEV);
+            let g = Tensor::<Flex, 1>::from_data(TensorData::new(gv.to_vec(), [c]), &DEV);
+            let b = Tensor::<Flex, 1>::from_data(TensorData::new(bv.to_vec(), [c]), &DEV);
+            let y = batch_norm_train(x, g, b, 1e-5, silu).unwrap_or_else(|_| panic!("fused")).y;
+            values(y * r.clone()).iter().map(|&v| v as f64).sum()
+        };
+        let x = Tensor::<AD, 4>::from_data(TensorData::new(x0.clone(), [n, c, h, w]), &DEV).require_grad();
+        let g = Tensor::<AD, 1>::from_data(TensorData::new(g0.clone(), [c]), &DEV).require_grad();
+        let b = Tensor::<AD, 1>::from_data(TensorData::new(b0.clone(), [c]), &DEV).require_grad();
+        let y = batch_norm_train(x.clone(), g.clone(), b.clone(), 1e-5, silu).unwrap_or_else(|_| panic!("fused")).y;
+        let grads = (y * Tensor::from_inner(r.clone())).sum().backward();
+        let got = [values(x.grad(&grads).unwrap()), values(g.grad(&grads).unwrap()), values(b.grad(&grads).unwrap())];
+        check_central_differences("x", &x0, &got[0], 5e-3, |v| loss(v, &g0, &b0));
+        check_central_differences("gamma", &g0, &got[1], 5e-3, |v| loss(&x0, v, &b0));
+        check_central_differences("beta", &b0, &got[2], 5e-3, |v| loss(&x0, &g0, v));
+    }
 }
 
 /// The fused LayerNorm and the generic one (`LayerNorm::forward_generic`) on the same
@@ -711,7 +723,7 @@ fn batch_norm_train_statistics_survive_a_large_mean() {
     let x = input(shape, 0.005, 77).add_scalar(1000.0);
     let data = values(x.clone());
     let (g, b) = (Tensor::<Flex, 1>::ones([2], &DEV), Tensor::<Flex, 1>::zeros([2], &DEV));
-    let out = batch_norm_train(x, g, b, 0.0).unwrap_or_else(|_| panic!("fused on flex"));
+    let out = batch_norm_train(x, g, b, 0.0, false).unwrap_or_else(|_| panic!("fused on flex"));
     let (mean, var) = (values(out.mean), values(out.var));
     let plane = 17 * 19;
     for c in 0..2 {

@@ -142,7 +142,7 @@ pub(super) fn silu1(x: f32) -> f32 {
 
 /// `1 / (1 + exp(-x))` from `e = exp(-|x|)`, with no branch (so that loops vectorise).
 #[inline(always)]
-fn sigmoid1(x: f32) -> f32 {
+pub(super) fn sigmoid1(x: f32) -> f32 {
     let e = exp_nonpositive(-x.abs());
     let r = 1.0 / (1.0 + e);
     if x >= 0.0 {

@@ -7,6 +7,11 @@
 //! of the network. Here the forward is two reads and one write (shifted sums, then the output)
 //! and the backward two reads of `x` and `dy` and one write, per channel in parallel.
 //!
+//! With `silu` the activation that follows BN in a `ConvNormAct` is part of the op: the forward
+//! writes `silu(bn(x))` in the output pass, and the backward recomputes `bn(x)` from `x` in its
+//! first pass to apply the SiLU's gradient there. Separately, the SiLU would read and write the
+//! activation once more each way, and keep BN's output alive as its own backward state.
+//!
 //! The reference is exvit's generic `BatchNorm2d::forward_train` (burn's tensor ops), which every
 //! other backend uses; `tests/fast.rs` compares values and all three gradients and checks them by
 //! finite differences.
@@ -20,6 +25,7 @@ use burn::tensor::TensorPrimitive;
 use burn_flex::{Flex, FlexTensor};
 use rayon::prelude::*;
 
+use super::activation::{sigmoid1, silu1};
 use super::gemm::Output;
 use super::{back, cast, contiguous, float, is_f32, wrap, AdFlex};
 use std::mem::MaybeUninit;
@@ -27,7 +33,7 @@ use std::mem::MaybeUninit;
 /// What the fused BN gives back: the output and the batch mean and biased variance per channel
 /// (without gradient, for the running statistics).
 pub struct BatchNormOutput<B: Backend> {
-    /// `[N, C, H, W]`.
+    /// `[N, C, H, W]` (after the SiLU, when asked for).
     pub y: Tensor<B, 4>,
     /// `[C]`.
     pub mean: Tensor<B, 1>,
@@ -38,14 +44,15 @@ pub struct BatchNormOutput<B: Backend> {
 /// The inputs, given back when the backend has no fused BN: `x`, `gamma`, `beta`.
 pub type BatchNormInputs<B> = (Tensor<B, 4>, Tensor<B, 1>, Tensor<B, 1>);
 
-/// `(x − mean) / √(var + eps) · gamma + beta` with the batch's per-channel statistics, on
-/// burn-flex f32 (plain or autodiff); on other backends the inputs come back (`Err`), for the
-/// generic path.
+/// `(x − mean) / √(var + eps) · gamma + beta` with the batch's per-channel statistics, then
+/// SiLU when `silu`, on burn-flex f32 (plain or autodiff); on other backends the inputs come
+/// back (`Err`), for the generic path (BN, then the activation).
 pub fn batch_norm_train<B: Backend>(
     x: Tensor<B, 4>,
     gamma: Tensor<B, 1>,
     beta: Tensor<B, 1>,
     eps: f64,
+    silu: bool,
 ) -> Result<BatchNormOutput<B>, BatchNormInputs<B>> {
     let device = x.device();
     let (px, pg, pb) = (float(x), float(gamma), float(beta));
@@ -58,7 +65,7 @@ pub fn batch_norm_train<B: Backend>(
     };
     let (px, pg, pb) = match (cast::<_, FlexTensor>(px), cast::<_, FlexTensor>(pg), cast::<_, FlexTensor>(pb)) {
         (Ok(x), Ok(g), Ok(b)) if is_f32(&x) && is_f32(&g) && is_f32(&b) => {
-            let (y, st) = forward(&x, &g, &b, eps);
+            let (y, st) = forward(&x, &g, &b, eps, silu);
             let (mean, var) = stats(st.mean, st.var);
             return Ok(BatchNormOutput { y: wrap::<B, 4, _>(y), mean, var });
         }
@@ -66,7 +73,7 @@ pub fn batch_norm_train<B: Backend>(
     };
     match (cast::<_, AdFlex>(px), cast::<_, AdFlex>(pg), cast::<_, AdFlex>(pb)) {
         (Ok(x), Ok(g), Ok(b)) if is_f32(&x.primitive) && is_f32(&g.primitive) && is_f32(&b.primitive) => {
-            let (y, mean, var) = autodiff(x, g, b, eps);
+            let (y, mean, var) = autodiff(x, g, b, eps, silu);
             let (mean, var) = stats(mean, var);
             Ok(BatchNormOutput { y: wrap::<B, 4, _>(y), mean, var })
         }
@@ -132,6 +139,57 @@ multiversion! {
 }
 
 multiversion! {
+    /// `o = silu((v − m)·a + b)`.
+    fn affine_silu(o: &mut [MaybeUninit<f32>], v: &[f32], m: f32, a: f32, b: f32) {
+        for (o, &v) in o.iter_mut().zip(v) {
+            o.write(silu1((v - m) * a + b));
+        }
+    }
+}
+
+multiversion! {
+    /// `o = g · silu'(y)` with `y = (v − m)·a + b` (the SiLU's gradient on BN's output,
+    /// recomputed), and Σ o and Σ o·(v − m) in f64.
+    fn silu_grad_sums(o: &mut [MaybeUninit<f32>], g: &[f32], v: &[f32], m: f32, a: f32, b: f32, out: &mut [f64; 2]) {
+        let (mut s, mut q) = ([0f32; LANES], [0f32; LANES]);
+        let (oc, gc, vc) = (o.chunks_exact_mut(LANES), g.chunks_exact(LANES), v.chunks_exact(LANES));
+        let mut tail = (0.0f64, 0.0f64);
+        let one = |g: f32, v: f32| {
+            let y = (v - m) * a + b;
+            let sg = sigmoid1(y);
+            g * sg * (1.0 + y * (1.0 - sg))
+        };
+        let rem = gc.remainder().len();
+        let n = g.len();
+        for ((o, g), v) in oc.zip(gc).zip(vc) {
+            for l in 0..LANES {
+                let d = one(g[l], v[l]);
+                o[l].write(d);
+                s[l] += d;
+                q[l] += d * (v[l] - m);
+            }
+        }
+        for i in n - rem..n {
+            let d = one(g[i], v[i]);
+            o[i].write(d);
+            tail.0 += d as f64;
+            tail.1 += d as f64 * (v[i] - m) as f64;
+        }
+        out[0] += s.iter().map(|&x| x as f64).sum::<f64>() + tail.0;
+        out[1] += q.iter().map(|&x| x as f64).sum::<f64>() + tail.1;
+    }
+}
+
+multiversion! {
+    /// `o = k·(o − a − (v − m)·b)`, in place ([`grad_input`] on a gradient already in `o`).
+    fn grad_input_in_place(o: &mut [f32], v: &[f32], m: f32, k: f32, a: f32, b: f32) {
+        for (o, &v) in o.iter_mut().zip(v) {
+            *o = k * (*o - a - (v - m) * b);
+        }
+    }
+}
+
+multiversion! {
     /// Σ g and Σ g·(v − m), in f64.
     fn grad_sums(g: &[f32], v: &[f32], m: f32, out: &mut [f64; 2]) {
         let (mut s, mut q) = ([0f32; LANES], [0f32; LANES]);
@@ -163,8 +221,8 @@ multiversion! {
     }
 }
 
-/// The forward pass: `y` and the statistics.
-fn forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, eps: f64) -> (FlexTensor, Stats) {
+/// The forward pass: `y` (after the SiLU, with `silu`) and the statistics.
+fn forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, eps: f64, silu: bool) -> (FlexTensor, Stats) {
     let (n, c, hw) = dims(x);
     let shape = x.layout().shape().clone();
     let (xc, gc, bc) = (contiguous(x), contiguous(gamma), contiguous(beta));
@@ -192,7 +250,11 @@ fn forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, eps: f64) -> (
                 // SAFETY: the plane (b, ch) of y is written by this task only (uninitialised
                 // until then: viewed as MaybeUninit).
                 let o = unsafe { std::slice::from_raw_parts_mut(out.at((b * c + ch) * hw).cast(), hw) };
-                affine(o, plane(b), mean, a as f32, bs[ch]);
+                if silu {
+                    affine_silu(o, plane(b), mean, a as f32, bs[ch]);
+                } else {
+                    affine(o, plane(b), mean, a as f32, bs[ch]);
+                }
             }
             (mean, var as f32, inv_std as f32)
         })
@@ -206,13 +268,24 @@ fn forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, eps: f64) -> (
     (FlexTensor::from_data(TensorData::new(unsafe { y.assume_init() }, shape)), stats)
 }
 
-/// The gradients of `x`, `gamma` and `beta` from `dy`.
-fn backward(x: &FlexTensor, gamma: &FlexTensor, st: &Stats, dy: &FlexTensor) -> (FlexTensor, FlexTensor, FlexTensor) {
+/// The gradients of `x`, `gamma` and `beta` from `dy`, the gradient of the op's output: BN's
+/// output, or with `silu = Some(beta)` the SiLU's (BN's output is recomputed from `x`, `gamma`
+/// and `beta` to apply the SiLU's gradient in the first pass, which writes it into `dx`; the
+/// second pass turns it into BN's input gradient in place).
+fn backward(
+    x: &FlexTensor,
+    gamma: &FlexTensor,
+    silu: Option<&FlexTensor>,
+    st: &Stats,
+    dy: &FlexTensor,
+) -> (FlexTensor, FlexTensor, FlexTensor) {
     let (n, c, hw) = dims(x);
     let shape = x.layout().shape().clone();
     let (xc, gc, dc) = (contiguous(x), contiguous(gamma), contiguous(dy));
     let (xs, gs, ds) =
         (xc.as_slice::<f32>().expect("f32"), gc.as_slice::<f32>().expect("f32"), dc.as_slice::<f32>().expect("f32"));
+    let bc = silu.map(contiguous);
+    let beta = bc.as_ref().map(|b| b.as_slice::<f32>().expect("f32"));
     let count = (n * hw) as f64;
     let mut dx = Output::new(n * c * hw);
     let out = dx.shared();
@@ -220,20 +293,33 @@ fn backward(x: &FlexTensor, gamma: &FlexTensor, st: &Stats, dy: &FlexTensor) -> 
         .into_par_iter()
         .map(|ch| {
             let at = |b: usize| (b * c + ch) * hw..(b * c + ch + 1) * hw;
+            // SAFETY: the plane (b, ch) of dx is written by this task only (uninitialised
+            // until then: viewed as MaybeUninit).
+            let plane = |b: usize| unsafe {
+                std::slice::from_raw_parts_mut(out.at(at(b).start).cast::<MaybeUninit<f32>>(), hw)
+            };
             let m = st.mean[ch];
-            let mut t = [0f64; 2];
-            (0..n).for_each(|b| grad_sums(&ds[at(b)], &xs[at(b)], m, &mut t));
-            let (sum_dy, sum_dy_xc) = (t[0], t[1]);
             let inv = st.inv_std[ch] as f64;
+            let mut t = [0f64; 2];
+            if let Some(beta) = beta {
+                let a = (gs[ch] as f64 * inv) as f32;
+                (0..n).for_each(|b| silu_grad_sums(plane(b), &ds[at(b)], &xs[at(b)], m, a, beta[ch], &mut t));
+            } else {
+                (0..n).for_each(|b| grad_sums(&ds[at(b)], &xs[at(b)], m, &mut t));
+            }
+            let (sum_dy, sum_dy_xc) = (t[0], t[1]);
             // dx = γ·inv/count · (count·dy − Σdy − x̂·Σdy·x̂), with x̂ = (x − m)·inv.
             let k = gs[ch] as f64 * inv;
             let a = sum_dy / count;
             let b2 = sum_dy_xc * inv * inv / count;
             for b in 0..n {
-                // SAFETY: the plane (b, ch) of dx is written by this task only (uninitialised
-                // until then: viewed as MaybeUninit).
-                let o = unsafe { std::slice::from_raw_parts_mut(out.at(at(b).start).cast(), hw) };
-                grad_input(o, &ds[at(b)], &xs[at(b)], m, k as f32, a as f32, b2 as f32);
+                if beta.is_some() {
+                    // SAFETY: silu_grad_sums wrote every element of the plane.
+                    let o = unsafe { super::gemm::init(plane(b)) };
+                    grad_input_in_place(o, &xs[at(b)], m, k as f32, a as f32, b2 as f32);
+                } else {
+                    grad_input(plane(b), &ds[at(b)], &xs[at(b)], m, k as f32, a as f32, b2 as f32);
+                }
             }
             ((sum_dy_xc * inv) as f32, sum_dy as f32)
         })
@@ -248,18 +334,19 @@ fn backward(x: &FlexTensor, gamma: &FlexTensor, st: &Stats, dy: &FlexTensor) -> 
     )
 }
 
-/// The autodiff op: parents `x`, `gamma`, `beta`; state `x`, `gamma` and the statistics.
-fn autodiff(x: AdFlex, gamma: AdFlex, beta: AdFlex, eps: f64) -> (AdFlex, Vec<f32>, Vec<f32>) {
+/// The autodiff op: parents `x`, `gamma`, `beta`; state `x`, `gamma`, the statistics and, with
+/// `silu`, `beta` (to recompute BN's output in the backward).
+fn autodiff(x: AdFlex, gamma: AdFlex, beta: AdFlex, eps: f64, silu: bool) -> (AdFlex, Vec<f32>, Vec<f32>) {
     #[derive(Debug)]
     struct BatchNormBackward;
 
     impl Backward<Flex, 3> for BatchNormBackward {
-        type State = (FlexTensor, FlexTensor, Stats);
+        type State = (FlexTensor, FlexTensor, Option<FlexTensor>, Stats);
 
         fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-            let (x, gamma, st) = ops.state;
+            let (x, gamma, beta, st) = ops.state;
             let dy = grads.consume::<Flex>(&ops.node);
-            let (dx, dgamma, dbeta) = backward(&x, &gamma, &st, &dy);
+            let (dx, dgamma, dbeta) = backward(&x, &gamma, beta.as_ref(), &st, &dy);
             let [px, pg, pb] = ops.parents;
             for (parent, grad) in [(px, dx), (pg, dgamma), (pb, dbeta)] {
                 if let Some(node) = parent {
@@ -269,11 +356,11 @@ fn autodiff(x: AdFlex, gamma: AdFlex, beta: AdFlex, eps: f64) -> (AdFlex, Vec<f3
         }
     }
 
-    let (y, st) = forward(&x.primitive, &gamma.primitive, &beta.primitive, eps);
+    let (y, st) = forward(&x.primitive, &gamma.primitive, &beta.primitive, eps, silu);
     let (mean, var) = (st.mean.clone(), st.var.clone());
     let nodes = [x.node.clone(), gamma.node.clone(), beta.node.clone()];
     let y = match BatchNormBackward.prepare::<NoCheckpointing>(nodes).compute_bound().stateful() {
-        OpsKind::Tracked(prep) => prep.finish((x.primitive, gamma.primitive, st), y),
+        OpsKind::Tracked(prep) => prep.finish((x.primitive, gamma.primitive, silu.then_some(beta.primitive), st), y),
         OpsKind::UnTracked(prep) => prep.finish(y),
     };
     (y, mean, var)

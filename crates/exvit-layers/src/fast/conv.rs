@@ -113,20 +113,25 @@ impl Epi<'_> {
         }
     }
 
-    /// Writes the shift (or zeros) into `rows` rows of `cols` elements (row stride `stride`) at
-    /// `dst`, the rows of the output channels `r0..`: every element of the block is written,
-    /// and the gemm then accumulates onto it.
+    /// Writes the shift into `rows` rows of `cols` elements (row stride `stride`) at `dst`, the
+    /// rows of the output channels `r0..`, for the gemm to accumulate onto; returns whether it
+    /// did. Without a shift nothing is written (`false`): the gemm then writes the block itself
+    /// (a training conv has no bias, and the zeros were a pass over its output).
     ///
     /// # Safety
     /// The rows must be valid for writes and this caller's own.
-    pub(super) unsafe fn fill(&self, dst: *mut f32, (rows, cols, stride): (usize, usize, usize), r0: usize) {
+    pub(super) unsafe fn fill(&self, dst: *mut f32, (rows, cols, stride): (usize, usize, usize), r0: usize) -> bool {
+        let Some(shift) = self.shift.as_ref() else {
+            return false;
+        };
         for r in 0..rows {
-            let v = self.shift.map_or(0.0, |b| b[r0 + r]);
+            let v = shift[r0 + r];
             for j in 0..cols {
                 // SAFETY: as the caller promises (the elements may be uninitialised: written, not read).
                 unsafe { dst.add(r * stride + j).write(v) };
             }
         }
+        true
     }
 
     /// SiLU over the same rows, when asked for.

@@ -133,12 +133,12 @@ fn forward(x: &FlexTensor, w: &FlexTensor, epi: &Epi, g: &Geo) -> FlexTensor {
         // SAFETY: channels r0..r0+m, these columns of image b's rows of y (row stride P) belong
         // to this task only; W's rows r0.. [m, rows] and col [rows, cols] are in bounds.
         unsafe {
-            epi.fill(dst, (m, cols, pix), r0);
+            let accumulate = epi.fill(dst, (m, cols, pix), r0);
             matmul(
                 (m, cols, rows),
                 dst,
                 (1, pix),
-                true,
+                accumulate,
                 ws[r0 * rows..].as_ptr(),
                 (1, rows),
                 col.as_ptr(),

@@ -58,12 +58,12 @@ fn forward(x: &FlexTensor, w: &FlexTensor, epi: &Epi, g: &Geo) -> FlexTensor {
         // SAFETY: rows r0.., columns c0..c0+cols of image b: this task's own block of Y; X_b's
         // columns c0.. (row stride HW) and W's rows r0.. (row stride I) are in bounds.
         unsafe {
-            epi.fill(dst, (rows, cols, hw), r0);
+            let accumulate = epi.fill(dst, (rows, cols, hw), r0);
             matmul_staged(
                 (rows, cols, i),
                 dst,
                 (1, hw),
-                true,
+                accumulate,
                 ws[r0 * i..].as_ptr(),
                 (1, i),
                 &xs[b * i * hw + c0..],

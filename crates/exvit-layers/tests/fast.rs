@@ -314,7 +314,7 @@ impl Conv {
         let scale = input([1, 1, 1, o], 1.5, seed + 2).reshape([o]);
         let shift = input([1, 1, 1, o], 1.0, seed + 3).reshape([o]);
         for (with_scale, with_shift, with_silu) in
-            [(true, true, true), (true, false, false), (false, true, true), (false, false, true)]
+            [(true, true, true), (true, false, false), (false, true, true), (false, false, true), (false, true, false)]
         {
             let epi = Epilogue {
                 scale: with_scale.then(|| scale.clone()),

@@ -107,6 +107,21 @@ pub(super) fn silu_rows(xs: &mut [f32]) {
     silu_in_place(xs)
 }
 
+/// `v = silu(v + b)` over a slice, on the calling thread (a conv's epilogue: its bias or
+/// folded BN shift, and the activation, in one pass).
+pub(super) fn silu_shift_rows(xs: &mut [f32], b: f32) {
+    silu_shift_in_place(xs, b)
+}
+
+multiversion! {
+    /// `v = silu(v + b)` over a slice.
+    fn silu_shift_in_place(xs: &mut [f32], b: f32) {
+        for v in xs {
+            *v = silu1(*v + b);
+        }
+    }
+}
+
 multiversion! {
     /// `v = silu(v)` over a slice.
     fn silu_in_place(xs: &mut [f32]) {

@@ -9,16 +9,18 @@ use burn::prelude::*;
 use burn::tensor::TensorPrimitive;
 use burn_flex::{Flex, FlexTensor};
 
-use super::activation::silu_rows;
+use super::activation::silu_shift_rows;
 use super::{back, cast, contiguous, float, is_f32, wrap, AdFlex};
+use std::mem::MaybeUninit;
 
 /// What a convolution applies to its output, per output channel: `conv(x)·scale + shift`, then
 /// SiLU when `silu` — a conv, its folded eval-mode BatchNorm and its activation in one op. A
 /// plain bias is `shift` alone (`Epilogue::from(bias)`).
 ///
 /// On burn-flex f32 the kernel does it all: the scale multiplies the weights as the kernel reads
-/// them, the shift fills the output before the accumulating gemm, and SiLU runs on each block of
-/// output while it is still in cache (no weight-folding ops, no extra pass over the activations).
+/// them, and the shift and SiLU run on each block of output while it is still in cache, in one
+/// pass (without SiLU the shift fills the block before an accumulating gemm); no weight-folding
+/// ops, no extra pass over the activations.
 /// Elsewhere (and under autodiff) burn's ops compose the same.
 ///
 /// # Example
@@ -113,36 +115,42 @@ impl Epi<'_> {
         }
     }
 
-    /// Writes the shift into `rows` rows of `cols` elements (row stride `stride`) at `dst`, the
-    /// rows of the output channels `r0..`, for the gemm to accumulate onto; returns whether it
-    /// did. Without a shift nothing is written (`false`): the gemm then writes the block itself
-    /// (a training conv has no bias, and the zeros were a pass over its output).
+    /// Prepares `rows` rows of `cols` elements (row stride `stride`) at `dst`, the rows of the
+    /// output channels `r0..`, for the gemm; returns whether the gemm accumulates onto them.
+    /// With a shift and no SiLU the rows are filled with the shift (`true`). Otherwise nothing
+    /// is written (`false`): the gemm writes the block itself, and [`Epi::finish`] adds the
+    /// shift with the SiLU in one pass (a training conv has neither: its zeros, or a shift
+    /// written before the gemm, were one more pass over the output).
     ///
     /// # Safety
     /// The rows must be valid for writes and this caller's own.
     pub(super) unsafe fn fill(&self, dst: *mut f32, (rows, cols, stride): (usize, usize, usize), r0: usize) -> bool {
-        let Some(shift) = self.shift.as_ref() else {
-            return false;
-        };
-        for r in 0..rows {
-            let v = shift[r0 + r];
-            for j in 0..cols {
-                // SAFETY: as the caller promises (the elements may be uninitialised: written, not read).
-                unsafe { dst.add(r * stride + j).write(v) };
+        match self.shift {
+            Some(shift) if !self.silu => {
+                for r in 0..rows {
+                    // SAFETY: as the caller promises (the elements may be uninitialised: written,
+                    // not read).
+                    let row =
+                        unsafe { std::slice::from_raw_parts_mut(dst.add(r * stride).cast::<MaybeUninit<f32>>(), cols) };
+                    row.fill(MaybeUninit::new(shift[r0 + r]));
+                }
+                true
             }
+            _ => false,
         }
-        true
     }
 
-    /// SiLU over the same rows, when asked for.
+    /// With SiLU, `v = silu(v + shift)` over the rows [`Epi::fill`] prepared (the gemm's output
+    /// in place).
     ///
     /// # Safety
-    /// As [`Epi::fill`].
-    pub(super) unsafe fn finish(&self, dst: *mut f32, (rows, cols, stride): (usize, usize, usize)) {
+    /// As [`Epi::fill`]; the gemm has written every element.
+    pub(super) unsafe fn finish(&self, dst: *mut f32, (rows, cols, stride): (usize, usize, usize), r0: usize) {
         if self.silu {
             for r in 0..rows {
+                let b = self.shift.map_or(0.0, |s| s[r0 + r]);
                 // SAFETY: as the caller promises.
-                silu_rows(unsafe { std::slice::from_raw_parts_mut(dst.add(r * stride), cols) });
+                silu_shift_rows(unsafe { std::slice::from_raw_parts_mut(dst.add(r * stride), cols) }, b);
             }
         }
     }

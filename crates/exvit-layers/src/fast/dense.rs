@@ -145,7 +145,7 @@ fn forward(x: &FlexTensor, w: &FlexTensor, epi: &Epi, g: &Geo) -> FlexTensor {
                 (1, ld),
                 1.0,
             );
-            epi.finish(dst, (m, cols, pix));
+            epi.finish(dst, (m, cols, pix), r0);
         }
     });
     // SAFETY: the tasks' blocks cover y, and each wrote all of its block (`Epi::fill`).

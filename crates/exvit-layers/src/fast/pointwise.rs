@@ -71,7 +71,7 @@ fn forward(x: &FlexTensor, w: &FlexTensor, epi: &Epi, g: &Geo) -> FlexTensor {
                 1.0,
                 scratch,
             );
-            epi.finish(dst, (rows, cols, hw));
+            epi.finish(dst, (rows, cols, hw), r0);
         }
     });
     // SAFETY: the tasks' blocks cover Y, and each wrote all of its block (`Epi::fill`).

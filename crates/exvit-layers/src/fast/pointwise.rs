@@ -41,7 +41,7 @@ pub fn conv1x1<B: Backend>(x: Tensor<B, 4>, w: Tensor<B, 4>, epi: impl Into<Epil
 }
 
 /// `Y = epi(W · X)` per image, in tasks of (image, column tile, block of output channels); X_b
-/// staged when its rows share cache sets (`matmul_staged`).
+/// staged when its rows share cache sets (`matmul_staged`) and there is more than one image.
 fn forward(x: &FlexTensor, w: &FlexTensor, epi: &Epi, g: &Geo) -> FlexTensor {
     let (n, i, o, hw) = (g.n, g.i, g.o, g.pixels());
     let (xc, wc) = (contiguous(x), contiguous(w));
@@ -59,18 +59,35 @@ fn forward(x: &FlexTensor, w: &FlexTensor, epi: &Epi, g: &Geo) -> FlexTensor {
         // columns c0.. (row stride HW) and W's rows r0.. (row stride I) are in bounds.
         unsafe {
             let accumulate = epi.fill(dst, (rows, cols, hw), r0);
-            matmul_staged(
-                (rows, cols, i),
-                dst,
-                (1, hw),
-                accumulate,
-                ws[r0 * i..].as_ptr(),
-                (1, i),
-                &xs[b * i * hw + c0..],
-                hw,
-                1.0,
-                scratch,
-            );
+            if n == 1 {
+                // At batch 1 the tasks are few columns wide and copying X_b costs more than the
+                // cache-set conflicts it avoids (mobilevit_s and _xxs forward at batch 1: 1.016x
+                // and 1.023x faster without it, 7 alternating rounds, docs/performance.md).
+                matmul(
+                    (rows, cols, i),
+                    dst,
+                    (1, hw),
+                    accumulate,
+                    ws[r0 * i..].as_ptr(),
+                    (1, i),
+                    xs[b * i * hw + c0..].as_ptr(),
+                    (1, hw),
+                    1.0,
+                );
+            } else {
+                matmul_staged(
+                    (rows, cols, i),
+                    dst,
+                    (1, hw),
+                    accumulate,
+                    ws[r0 * i..].as_ptr(),
+                    (1, i),
+                    &xs[b * i * hw + c0..],
+                    hw,
+                    1.0,
+                    scratch,
+                );
+            }
             epi.finish(dst, (rows, cols, hw), r0);
         }
     });

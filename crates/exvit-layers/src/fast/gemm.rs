@@ -86,7 +86,8 @@ const STAGE: usize = 512;
 /// [`matmul`] (single-threaded) with `rhs` a row-major `[k, n]` matrix of row stride `stride`
 /// (a slice from its first element). When rows that far apart share cache sets
 /// ([`padded_stride`]), `rhs` is copied [`STAGE`] columns at a time into `scratch` with padded
-/// rows, and each stage multiplied from there into its columns of `dst`.
+/// rows, and each stage multiplied from there into its columns of `dst`. Without `scratch`
+/// `rhs` is never staged.
 ///
 /// # Safety
 /// As [`matmul`]; `rhs` must hold the `[k, n]` matrix.
@@ -101,12 +102,12 @@ pub(super) unsafe fn matmul_staged(
     rhs: &[f32],
     stride: usize,
     beta: f32,
-    scratch: &mut Vec<f32>,
+    scratch: Option<&mut Vec<f32>>,
 ) {
-    if padded_stride(stride) == stride {
+    let Some(scratch) = scratch.filter(|_| padded_stride(stride) != stride) else {
         // SAFETY: the caller's promise.
         return unsafe { matmul((m, n, k), dst, dst_s, accumulate, lhs, lhs_s, rhs.as_ptr(), (1, stride), beta) };
-    }
+    };
     let ld = padded_stride(STAGE);
     for c in (0..n).step_by(STAGE) {
         let len = STAGE.min(n - c);

@@ -59,35 +59,21 @@ fn forward(x: &FlexTensor, w: &FlexTensor, epi: &Epi, g: &Geo) -> FlexTensor {
         // columns c0.. (row stride HW) and W's rows r0.. (row stride I) are in bounds.
         unsafe {
             let accumulate = epi.fill(dst, (rows, cols, hw), r0);
-            if n == 1 {
-                // At batch 1 the tasks are few columns wide and copying X_b costs more than the
-                // cache-set conflicts it avoids (mobilevit_s and _xxs forward at batch 1: 1.016x
-                // and 1.023x faster without it, 7 alternating rounds, docs/performance.md).
-                matmul(
-                    (rows, cols, i),
-                    dst,
-                    (1, hw),
-                    accumulate,
-                    ws[r0 * i..].as_ptr(),
-                    (1, i),
-                    xs[b * i * hw + c0..].as_ptr(),
-                    (1, hw),
-                    1.0,
-                );
-            } else {
-                matmul_staged(
-                    (rows, cols, i),
-                    dst,
-                    (1, hw),
-                    accumulate,
-                    ws[r0 * i..].as_ptr(),
-                    (1, i),
-                    &xs[b * i * hw + c0..],
-                    hw,
-                    1.0,
-                    scratch,
-                );
-            }
+            // At batch 1 the tasks are few columns wide and copying X_b costs more than the
+            // cache-set conflicts it avoids (mobilevit_s and _xxs forward at batch 1: 1.016x and
+            // 1.023x faster without it, 7 alternating rounds, docs/performance.md step 15).
+            matmul_staged(
+                (rows, cols, i),
+                dst,
+                (1, hw),
+                accumulate,
+                ws[r0 * i..].as_ptr(),
+                (1, i),
+                &xs[b * i * hw + c0..],
+                hw,
+                1.0,
+                (n > 1).then_some(scratch),
+            );
             epi.finish(dst, (rows, cols, hw), r0);
         }
     });
@@ -121,7 +107,7 @@ fn grad_input(x_shape: [usize; 4], w: &FlexTensor, dy: &FlexTensor) -> FlexTenso
                 &gs[b * o * hw + c0..],
                 hw,
                 1.0,
-                scratch,
+                Some(scratch),
             )
         };
     });

@@ -26,7 +26,7 @@ use burn::tensor::TensorPrimitive;
 use burn_flex::{Flex, FlexTensor};
 use rayon::prelude::*;
 
-use super::blocked::{outer_add, pack_keys, scores, weighted_sum, JB, R, VW};
+use super::blocked::{outer_add, pack_transposed, scores, weighted_sum, JB, R, VW};
 use super::gemm::Output;
 use super::{back, cast, contiguous, exp_nonpositive, float, is_f32, wrap, AdFlex};
 
@@ -104,7 +104,7 @@ impl Geometry {
 /// (zeros past `hd`).
 #[derive(Default)]
 struct Packed {
-    /// K (forward) or V (backward), packed for [`scores`] ([`pack_keys`]).
+    /// K (forward) or V (backward), packed for [`scores`] ([`pack_transposed`]).
     keys: Vec<f32>,
     /// `[N, hp]`: V (forward) or K (backward), for [`weighted_sum`].
     m: Vec<f32>,
@@ -138,18 +138,6 @@ fn pack_rows(
     }
 }
 
-/// `dst[d, i] = src[i · stride + d] · scale` for `i < rows`, `d < width`, zeros elsewhere in
-/// `[width, R]`: a block of rows, transposed.
-fn pack_block_transposed(dst: &mut Vec<f32>, src: &[f32], (rows, width, stride): (usize, usize, usize), scale: f32) {
-    dst.clear();
-    dst.resize(width * R, 0.0);
-    for i in 0..rows {
-        for (d, &v) in src[i * stride..][..width].iter().enumerate() {
-            dst[d * R + i] = v * scale;
-        }
-    }
-}
-
 /// The forward pass on a flex f32 `qkv`: the output `[B, N, C]` and, with `keep`, the attention
 /// weights for the backward (per sequence and head, per block of [`R`] queries, `[N, R]`: the
 /// layout [`backward`] reads; `[B·H, blocks, N, R]`).
@@ -173,14 +161,14 @@ fn forward(qkv: &FlexTensor, g: &Geometry, keep: bool) -> (FlexTensor, Option<Fl
         let (bi, hi) = (t / h, t % h);
         let base = bi * n * 3 * c + hi * hd;
         let rows = |off: usize| &src[base + off..];
-        pack_keys(&mut pk.keys, rows(c), (n, hd, 3 * c));
+        pack_transposed(&mut pk.keys, rows(c), (n, hd, 3 * c), 1.0);
         pack_rows(&mut pk.m, rows(2 * c), (n, hd, 3 * c), (n, hp));
         pk.st.resize(n.next_multiple_of(JB) * R, 0.0);
         pk.y.resize(R * hp, 0.0);
         let mut sums = [0f32; R];
         for blk in 0..blocks {
             let (i0, r) = (blk * R, R.min(n - blk * R));
-            pack_block_transposed(&mut pk.qt, &rows(0)[i0 * 3 * c..], (r, hd, 3 * c), scale);
+            pack_transposed(&mut pk.qt, &rows(0)[i0 * 3 * c..], (r, hd, 3 * c), scale);
             scores(&mut pk.st, &pk.qt, &pk.keys, hd, n);
             let st = &mut pk.st[..n * R];
             softmax_t(st, &mut sums, keep);
@@ -228,7 +216,7 @@ fn backward(qkv: &FlexTensor, p: &FlexTensor, dy: &FlexTensor, g: &Geometry) -> 
         let base = bi * n * 3 * c + hi * hd;
         let rows = |off: usize| &src[base + off..];
         let dyt = &dys[bi * n * c + hi * hd..];
-        pack_keys(&mut pk.keys, rows(2 * c), (n, hd, 3 * c));
+        pack_transposed(&mut pk.keys, rows(2 * c), (n, hd, 3 * c), 1.0);
         pack_rows(&mut pk.m, rows(c), (n, hd, 3 * c), (n, hp));
         for acc in [&mut pk.dk, &mut pk.dv] {
             acc.clear();
@@ -239,7 +227,7 @@ fn backward(qkv: &FlexTensor, p: &FlexTensor, dy: &FlexTensor, g: &Geometry) -> 
         for blk in 0..blocks {
             let (i0, r) = (blk * R, R.min(n - blk * R));
             let pt = &weights[(t * blocks + blk) * n * R..][..n * R];
-            pack_block_transposed(&mut pk.qt, &dyt[i0 * c..], (r, hd, c), 1.0);
+            pack_transposed(&mut pk.qt, &dyt[i0 * c..], (r, hd, c), 1.0);
             pack_rows(&mut pk.dy, &dyt[i0 * c..], (r, hd, c), (R, hp));
             pack_rows(&mut pk.q, &rows(0)[i0 * 3 * c..], (r, hd, 3 * c), (R, hp));
             scores(&mut pk.st, &pk.qt, &pk.keys, hd, n);

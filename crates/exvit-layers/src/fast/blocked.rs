@@ -15,8 +15,9 @@
 /// Rows of a block: the lanes of the kernels' transposed blocks `[n, R]` (one AVX-512
 /// register, two AVX2 registers).
 pub(super) const R: usize = 16;
-/// Keys per group of [`pack_keys`]'s layout.
-pub(super) const JB: usize = 16;
+/// Rows per group of [`pack_transposed`]'s layout: keys for [`scores`], and a block's `R`
+/// queries, packed as one group (`[hd, R]`, the layout [`scores`] reads them in).
+pub(super) const JB: usize = R;
 /// Columns of [`weighted_sum`] and [`outer_add`]'s matrices are a multiple of this.
 pub(super) const VW: usize = 16;
 
@@ -170,22 +171,23 @@ macro_rules! dispatch {
     }};
 }
 
-/// Packs the `[n, hd]` rows of `src` (row stride `stride`) for [`scores`]: groups of [`JB`]
-/// keys, each `[hd, JB]` (a key's `hd` values a column), zeros past the last key.
-pub(super) fn pack_keys(dst: &mut Vec<f32>, src: &[f32], (n, hd, stride): (usize, usize, usize)) {
+/// Packs the `[n, hd]` rows of `src` (row stride `stride`), times `scale`, transposed in groups
+/// of [`JB`] rows, each `[hd, JB]` (a row's `hd` values a column), zeros past the last row: the
+/// keys for [`scores`], or a block of at most `R` queries (one group, `[hd, R]`).
+pub(super) fn pack_transposed(dst: &mut Vec<f32>, src: &[f32], (n, hd, stride): (usize, usize, usize), scale: f32) {
     let groups = n.div_ceil(JB);
     dst.clear();
     dst.resize(groups * hd * JB, 0.0);
     for j in 0..n {
         let (g, jj) = (j / JB, j % JB);
         for (d, &v) in src[j * stride..][..hd].iter().enumerate() {
-            dst[(g * hd + d) * JB + jj] = v;
+            dst[(g * hd + d) * JB + jj] = v * scale;
         }
     }
 }
 
 /// `st[j, r] = Σ_d keys[j, d] · qt[d, r]` for the keys `j < n` rounded up to [`JB`], with
-/// `qt [hd, R]` (a block of queries, transposed) and the keys packed by [`pack_keys`]: the
+/// `qt [hd, R]` (a block of queries, transposed) and the keys packed by [`pack_transposed`]: the
 /// scores of a block, transposed, `[n, R]` (`Q Kᵀ`, or `dY Vᵀ`). A group of keys at a time, its
 /// sums over `d` in registers.
 pub(super) fn scores(st: &mut [f32], qt: &[f32], keys: &[f32], hd: usize, n: usize) {
@@ -338,7 +340,7 @@ mod tests {
                 let key = values(n * hd, 1);
                 let qt = values(hd * R, 2);
                 let mut packed = Vec::new();
-                pack_keys(&mut packed, &key, (n, hd, hd));
+                pack_transposed(&mut packed, &key, (n, hd, hd), 1.0);
                 let mut st = vec![f32::NAN; n.next_multiple_of(JB) * R];
                 scores(&mut st, &qt, &packed, hd, n);
                 let want: Vec<f64> = (0..n * R)
